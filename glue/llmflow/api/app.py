@@ -1,0 +1,71 @@
+"""FastAPI app factory: every router of the glue data plane in one app (embedded mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+
+from llmflow import __version__
+from llmflow.api import problems, routes_health, routes_kb, routes_search
+from llmflow.runtime import Runtime
+from llmflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("llmflow_http_requests_total", "HTTP requests", ["route", "method", "status"])
+LATENCY = Histogram("llmflow_http_request_seconds", "HTTP request latency", ["route", "method"])
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; opens (and on shutdown closes) a Runtime unless one is handed in."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime or await Runtime.open(settings)
+        app.state.runtime = rt
+        worker: asyncio.Task[None] | None = None
+        if settings.jobs.in_process_worker:
+            worker = asyncio.create_task(rt.jobs.run_forever(), name="ingest-worker")
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker
+            if owned:
+                await rt.close()
+
+    app = FastAPI(
+        title="LLMFlow glue API",
+        version=__version__,
+        summary="Korean-aware ingestion, hybrid retrieval and Dify External Knowledge API",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    problems.install(app)
+    app.include_router(routes_health.router)
+    app.include_router(routes_kb.router)
+    app.include_router(routes_search.router)
+
+    @app.middleware("http")
+    async def _metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(path, request.method, str(response.status_code)).inc()
+        LATENCY.labels(path, request.method).observe(time.perf_counter() - start)
+        return response
+
+    return app

@@ -1,0 +1,178 @@
+"""Knowledge bases, documents and ingest jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile, status
+from pydantic import BaseModel, Field
+
+from llmflow.api.deps import PrincipalDep, RuntimeDep
+from llmflow.api.problems import problem_responses
+from llmflow.auth.apikeys import Principal
+from llmflow.errors import Forbidden, InvalidRequest, PayloadTooLarge
+from llmflow.ingest.pipeline import Upload
+
+router = APIRouter(prefix="/v1", tags=["knowledge bases"])
+
+
+class KnowledgeBaseCreate(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["hr-rules"])
+    description: str = Field(default="", max_length=2000)
+
+
+class KnowledgeBaseOut(BaseModel):
+    id: str
+    tenant_id: str
+    name: str
+    description: str
+    embedding_model: str
+    documents: int
+
+
+class JobOut(BaseModel):
+    job_id: str
+    document_id: str | None
+    source: str
+    status: str
+    attempts: int
+    error: dict[str, Any] | None
+    stats: dict[str, Any]
+    created_at: str | None
+    finished_at: str | None
+    document_status: str | None = None
+
+
+class UploadOut(BaseModel):
+    jobs: list[JobOut]
+
+
+def _require_edit(principal: Principal, kb: str | None = None) -> None:
+    if not principal.may_edit(kb):
+        raise Forbidden(
+            "this credential may not modify "
+            + (
+                f"knowledge base {kb!r}"
+                if kb
+                else "knowledge bases (needs an unrestricted editor key)"
+            )
+        )
+
+
+def _require_read(principal: Principal, kb: str) -> None:
+    if not principal.may_read(kb):
+        raise Forbidden(f"this credential may not read knowledge base {kb!r}")
+
+
+@router.get("/kb", response_model=list[KnowledgeBaseOut], responses=problem_responses(401))
+async def list_knowledge_bases(rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    return [
+        kb.to_dict()
+        for kb in await rt.knowledge_bases.list(principal.tenant_id)
+        if principal.may_read(kb.name)
+    ]
+
+
+@router.post(
+    "/kb",
+    response_model=KnowledgeBaseOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def create_knowledge_base(
+    body: KnowledgeBaseCreate, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    _require_edit(principal)
+    kb = await rt.knowledge_bases.create(principal.tenant_id, body.name, body.description)
+    return kb.to_dict()
+
+
+@router.get("/kb/{kb}", response_model=KnowledgeBaseOut, responses=problem_responses(401, 403, 404))
+async def get_knowledge_base(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    _require_read(principal, kb)
+    return (await rt.knowledge_bases.get(principal.tenant_id, kb)).to_dict()
+
+
+@router.delete(
+    "/kb/{kb}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403, 404)
+)
+async def delete_knowledge_base(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> None:
+    _require_edit(principal)
+    await rt.ingest.delete_kb(principal.tenant_id, kb)
+
+
+@router.post(
+    "/kb/{kb}/documents",
+    response_model=UploadOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 403, 404, 413, 422),
+)
+async def upload_documents(
+    kb: str,
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    files: Annotated[list[UploadFile], File(description="one or more documents")],
+) -> dict[str, Any]:
+    """Upload documents; each becomes one ingest job. Returns at once (202): poll
+    ``GET /v1/jobs/{id}``. A file over the size limit fails alone; the rest carry on."""
+    _require_edit(principal, kb)
+    settings = rt.settings
+    if not files:
+        raise InvalidRequest("send at least one file in the 'files' form field")
+    if len(files) > settings.api.max_upload_files:
+        raise PayloadTooLarge(f"at most {settings.api.max_upload_files} files per request")
+    uploads: list[Upload] = []
+    for f in files:
+        # read at most one byte over the limit: enough to know it is too large
+        data = await f.read(settings.ingest.max_file_bytes + 1)
+        uploads.append(
+            Upload(source=f.filename or "upload", data=data, content_type=f.content_type)
+        )
+    jobs = await rt.ingest.submit(principal.tenant_id, kb, uploads)
+    return {"jobs": jobs}
+
+
+@router.get("/kb/{kb}/documents", responses=problem_responses(401, 403, 404))
+async def list_documents(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    _require_read(principal, kb)
+    return await rt.ingest.documents(principal.tenant_id, kb)
+
+
+@router.get("/kb/{kb}/documents/{document_id}", responses=problem_responses(401, 403, 404))
+async def get_document(
+    kb: str, document_id: str, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    _require_read(principal, kb)
+    return await rt.ingest.document(principal.tenant_id, kb, document_id)
+
+
+@router.delete(
+    "/kb/{kb}/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404),
+)
+async def delete_document(
+    kb: str, document_id: str, rt: RuntimeDep, principal: PrincipalDep
+) -> None:
+    """Remove the document from the index, the object store and the metadata."""
+    _require_edit(principal, kb)
+    await rt.ingest.delete_document(principal.tenant_id, kb, document_id)
+
+
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=problem_responses(401, 404)
+)
+async def get_job(job_id: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    from llmflow.errors import NotFound
+
+    jobs = await rt.ingest.jobs(principal.tenant_id, [job_id])
+    if not jobs:
+        raise NotFound(f"job {job_id!r} does not exist")
+    return jobs[0]
+
+
+@router.get("/jobs", response_model=list[JobOut], tags=["jobs"], responses=problem_responses(401))
+async def get_jobs(
+    rt: RuntimeDep, principal: PrincipalDep, ids: Annotated[list[str], Query(max_length=500)]
+) -> list[dict[str, Any]]:
+    return await rt.ingest.jobs(principal.tenant_id, ids)

@@ -1,0 +1,359 @@
+"""`llmflow` command line: serve, worker, ingest, search, kb, apikey, jobs, eval, bench, demo.
+
+The CLI is the operator's tool on the machine: it talks to PostgreSQL, the object store and
+Milvus directly, so it names the tenant explicitly (``--tenant``); network callers get their
+tenant from their credential only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llmflow.auth.apikeys import Principal
+from llmflow.errors import LLMFlowError
+from llmflow.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="LLMFlow glue: Korean-aware ingestion, hybrid retrieval, Dify knowledge API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
+key_app = typer.Typer(
+    help="Manage API keys (Dify External Knowledge, ERP machines).", no_args_is_help=True
+)
+app.add_typer(kb_app, name="kb")
+app.add_typer(key_app, name="apikey")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant id, e.g. dept-hr")]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def run(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Open a Runtime, run ``fn(runtime)``, close it; domain errors become one red line."""
+    from llmflow.runtime import Runtime
+
+    settings = settings or _settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in (
+        "procrastinate",
+        "httpx",
+        "pymilvus",
+        "presidio-analyzer",
+        "sentence_transformers",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    async def main() -> T:
+        rt = await Runtime.open(settings)
+        try:
+            return await fn(rt)
+        finally:
+            await rt.close()
+
+    try:
+        return asyncio.run(main())
+    except LLMFlowError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+
+
+def operator(tenant: str) -> Principal:
+    return Principal(
+        tenant_id=tenant, subject="cli:operator", roles=frozenset({"reader", "editor"})
+    )
+
+
+def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str]]:
+    """(file, source name) for files and folders (recursively, hidden files skipped)."""
+    for path in paths:
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                rel = f.relative_to(path)
+                if f.is_file() and not any(p.startswith(".") for p in rel.parts):
+                    yield f, f"{path.name}/{rel.as_posix()}"
+        elif path.is_file():
+            yield path, path.name
+        else:
+            err.print(f"[red]error:[/red] no such file or folder: {path}")
+            raise typer.Exit(2)
+
+
+# -- serve / worker ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Serve the API (OpenAPI at /docs and /openapi.json). Embedded mode also runs the worker."""
+    import uvicorn
+
+    from llmflow.api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run an ingest worker until interrupted (cluster mode; embedded mode runs it in-process)."""
+    run(lambda rt: rt.jobs.run_forever(install_signal_handlers=True))
+
+
+# -- knowledge bases ---------------------------------------------------------------------
+
+
+@kb_app.command("create")
+def kb_create(
+    name: str, tenant: TenantOpt, description: Annotated[str, typer.Option(help="free text")] = ""
+) -> None:
+    """Create a knowledge base in a tenant."""
+    kb = run(lambda rt: rt.knowledge_bases.create(tenant, name, description))
+    console.print_json(data=kb.to_dict())
+
+
+@kb_app.command("list")
+def kb_list(tenant: TenantOpt) -> None:
+    """List a tenant's knowledge bases."""
+    kbs = run(lambda rt: rt.knowledge_bases.list(tenant))
+    table = Table("name", "documents", "embedding model", "description")
+    for kb in kbs:
+        table.add_row(kb.name, str(kb.documents), kb.embedding_model, kb.description)
+    console.print(table)
+
+
+@kb_app.command("delete")
+def kb_delete(
+    name: str,
+    tenant: TenantOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+) -> None:
+    """Delete a knowledge base with all its documents from every store."""
+    if not yes:
+        typer.confirm(
+            f"delete knowledge base {name!r} of {tenant!r} and all its documents?", abort=True
+        )
+    run(lambda rt: rt.ingest.delete_kb(tenant, name))
+    console.print(f"deleted {name}")
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+
+@key_app.command("create")
+def apikey_create(
+    tenant: TenantOpt,
+    kb: Annotated[
+        list[str] | None, typer.Option("--kb", help="restrict to these KBs (repeat)")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="reader (default) and/or editor")
+    ] = None,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "",
+) -> None:
+    """Issue an API key bound to a tenant (and optionally to KBs). Shown once; stored hashed."""
+    issued = run(lambda rt: rt.api_keys.create(tenant, kb or [], name=name, roles=role))
+    console.print_json(
+        data={
+            "id": issued.id,
+            "key": issued.key,
+            "tenant": issued.tenant_id,
+            "knowledge_bases": issued.knowledge_bases,
+            "roles": issued.roles,
+        }
+    )
+    err.print("[yellow]store the key now: it cannot be shown again[/yellow]")
+
+
+@key_app.command("list")
+def apikey_list(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None) -> None:
+    """List API keys (never the secrets)."""
+    console.print_json(data=run(lambda rt: rt.api_keys.list(tenant)))
+
+
+@key_app.command("revoke")
+def apikey_revoke(key_id: str) -> None:
+    """Revoke an API key at once."""
+    run(lambda rt: rt.api_keys.revoke(key_id))
+    console.print(f"revoked {key_id}")
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+async def ingest_paths(
+    rt: Any,
+    tenant: str,
+    kb: str,
+    paths: list[Path],
+    wait: bool,
+    show_progress: bool = True,
+    create_kb: bool = True,
+) -> list[dict[str, Any]]:
+    from llmflow.ingest.pipeline import Upload
+
+    if create_kb:
+        await rt.knowledge_bases.create(tenant, kb, exist_ok=True)
+    files = list(iter_files(paths))
+    if not files:
+        raise LLMFlowError("no files to ingest")
+    jobs: list[dict[str, Any]] = []
+    for chunk_start in range(0, len(files), 50):
+        batch = files[chunk_start : chunk_start + 50]
+        uploads = [Upload(source=src, data=f.read_bytes()) for f, src in batch]
+        jobs += await rt.ingest.submit(tenant, kb, uploads)
+    if not wait:
+        return jobs
+    ids = [j["job_id"] for j in jobs]
+    worker = asyncio.create_task(rt.jobs.drain()) if rt.settings.jobs.in_process_worker else None
+    done_states = {"succeeded", "failed", "skipped"}
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not show_progress,
+    ) as progress:
+        task = progress.add_task(kb, total=len(ids))
+        while True:
+            jobs = await rt.ingest.jobs(tenant, ids)
+            finished = sum(1 for j in jobs if j["status"] in done_states)
+            progress.update(task, completed=finished)
+            if finished == len(ids):
+                break
+            if worker is not None and worker.done():
+                worker.result()  # surfaces a crashed worker
+                worker = asyncio.create_task(rt.jobs.drain())
+            await asyncio.sleep(0.3)
+    if worker is not None:
+        await worker
+    return jobs
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files and folders")],
+    kb: Annotated[str, typer.Option("--kb", help="knowledge base (created if missing)")],
+    tenant: TenantOpt = "default",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the jobs")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print job results as JSON")] = False,
+) -> None:
+    """Ingest files and folders into a knowledge base, with a progress bar.
+
+    Unchanged files are skipped; changed files replace their old chunks; a broken file fails
+    alone with its reason and the others carry on. --no-wait prints the job ids at once.
+    """
+    jobs = run(lambda rt: ingest_paths(rt, tenant, kb, paths, wait))
+    if as_json or not wait:
+        console.print_json(data=jobs)
+        return
+    table = Table("source", "status", "chunks", "reason")
+    for j in jobs:
+        error = j.get("error") or {}
+        table.add_row(
+            j["source"],
+            j["status"],
+            str((j.get("stats") or {}).get("chunks", "")),
+            error.get("message") or (j.get("stats") or {}).get("reason", ""),
+        )
+    console.print(table)
+    failed = sum(1 for j in jobs if j["status"] == "failed")
+    console.print(f"{len(jobs)} file(s): {len(jobs) - failed} ok, {failed} failed")
+
+
+@app.command("jobs")
+def jobs_cmd(job_ids: list[str], tenant: TenantOpt = "default") -> None:
+    """Show ingest job status."""
+    console.print_json(data=run(lambda rt: rt.ingest.jobs(tenant, job_ids)))
+
+
+@app.command()
+def documents(kb: Annotated[str, typer.Option("--kb")], tenant: TenantOpt = "default") -> None:
+    """List a knowledge base's documents with status, chunk count and PII summary."""
+    console.print_json(data=run(lambda rt: rt.ingest.documents(tenant, kb)))
+
+
+# -- search ------------------------------------------------------------------------------
+
+
+def print_results(results: list[Any], timings: dict[str, float] | None = None) -> None:
+    for rank, r in enumerate(results, start=1):
+        page = f" p.{r.page}" if r.page else ""
+        section = f" › {r.section}" if r.section else ""
+        console.print(
+            f"[bold]{rank}.[/bold] [cyan]{r.score:.3f}[/cyan]  "
+            f"[green]{r.source}{page}[/green]{section}"
+        )
+        snippet = " ".join(r.text.split())
+        console.print(f"    {snippet[:220]}{'…' if len(snippet) > 220 else ''}")
+    if timings:
+        console.print(f"[dim]timings (ms): {json.dumps(timings, ensure_ascii=False)}[/dim]")
+
+
+@app.command()
+def search(
+    query: str,
+    kb: Annotated[list[str], typer.Option("--kb", help="knowledge base(s)")],
+    tenant: TenantOpt = "default",
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid | dense | lexical")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search knowledge bases and print ranked results with citations."""
+    if mode not in ("hybrid", "dense", "lexical"):
+        raise typer.BadParameter("mode must be hybrid, dense or lexical")
+
+    async def go(rt: Any) -> Any:
+        return await rt.search.search(operator(tenant), kb, query, top_k=top_k, mode=mode)
+
+    resp = run(go)
+    if as_json:
+        console.print_json(
+            data={"results": [r.to_dict() for r in resp.results], "timings_ms": resp.timings_ms}
+        )
+    else:
+        print_results(resp.results, resp.timings_ms)
+
+
+def main() -> None:
+    from llmflow.commands import register
+
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

