@@ -8,7 +8,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup system-deps demo serve worker test test-unit test-integration lint format bench eval clean
+validate: setup ## validate platform.yaml and helm-values against the upstream charts (offline)
+	$(PY) -m llmflow_airgap.cli validate --charts-dir ../shared/charts-reference
+
+.PHONY: validate help setup system-deps demo serve worker test test-unit test-integration lint format bench eval clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'

@@ -5,8 +5,9 @@
 #   pandoc                        — EPUB/RTF/ODT through Unstructured
 #   fonts-nanum                   — Korean font for the sample-corpus PDF generator
 #   libmagic1                     — file type detection
+#   prometheus                    — promtool for alert-rule tests
 set -euo pipefail
-pkgs=(tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng pandoc fonts-nanum libmagic1
+pkgs=(tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng pandoc fonts-nanum libmagic1 prometheus
       libreoffice-writer-nogui libreoffice-impress-nogui libreoffice-calc-nogui)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -47,11 +47,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                     "ok": report.ok,
                     "checkedFiles": report.checked_files,
                     "findings": [
-                        {"check": str(f.check), "file": f.file, "location": f.location,
-                         "message": f.message}
+                        {
+                            "check": str(f.check),
+                            "file": f.file,
+                            "location": f.location,
+                            "message": f.message,
+                        }
                         for f in report.findings
                     ],
-                    "notices": [{"subject": n.subject, "message": n.message} for n in report.notices],
+                    "notices": [
+                        {"subject": n.subject, "message": n.message} for n in report.notices
+                    ],
                 },
                 indent=2,
             )

@@ -65,7 +65,8 @@ def _check_mapping(
         if dep is not None and not dep.library:
             # A subchart reads its own defaults plus whatever the parent sets under its key.
             if isinstance(value, dict):
-                parent_share = upstream.get(key) if isinstance(upstream.get(key), dict) else {}
+                share = upstream.get(key)
+                parent_share: dict[str, Any] = share if isinstance(share, dict) else {}
                 sub_upstream = _union(dep.chart.root_defaults(), parent_share)
                 yield from _check_mapping(value, sub_upstream, child, dep.chart, free_form)
             continue

@@ -102,7 +102,9 @@ class ProfileSpec(_Strict):
     description: str
     nodes: int = Field(ge=1)
     gpus: int = Field(ge=0)
-    replicas_from: str = Field(alias="replicasFrom", description="Where its replica counts come from.")
+    replicas_from: str = Field(
+        alias="replicasFrom", description="Where its replica counts come from."
+    )
     pod_disruption_budgets: bool = Field(alias="podDisruptionBudgets")
     autoscaling: bool
 
@@ -400,7 +402,8 @@ def _cross_reference_problems(platform: Platform) -> Iterator[str]:
         if profile not in platform.profiles:
             yield f"profile {profile} is not described"
     if platform.monitoring.provisioned_by not in seen:
-        yield f"monitoring.provisionedBy names unknown component {platform.monitoring.provisioned_by!r}"
+        name = platform.monitoring.provisioned_by
+        yield f"monitoring.provisionedBy names unknown component {name!r}"
     by_path: dict[str, set[str]] = {}
     for comp in platform.components:
         for ref in comp.image_refs():

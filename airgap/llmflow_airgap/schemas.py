@@ -38,17 +38,20 @@ def _local_retriever(chart: ChartReference) -> Any:
                 if candidate.is_file():
                     contents = json.loads(candidate.read_text(encoding="utf-8"))
                     return Resource.from_contents(contents, default_specification=DRAFT7)
-        raise NoSuchResource(ref=uri)
+        raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
     return retrieve
 
 
 def _errors(schema: dict[str, Any], instance: Values, chart: ChartReference) -> Iterator[str]:
-    from jsonschema import validators
+    from jsonschema import Draft7Validator, validators
     from referencing import Registry
 
     registry: Registry[Any] = Registry(retrieve=_local_retriever(chart))  # type: ignore[call-arg]
-    cls = validators.validator_for(schema)
+    # Only vLLM's schema is 2020-12; Bitnami's "http://json-schema.org/schema#" and APISIX's
+    # https spelling of draft-07 name no draft jsonschema knows. Helm reads them as draft-07.
+    is_2020 = "2020-12" in str(schema.get("$schema", ""))
+    cls = validators.validator_for(schema) if is_2020 else Draft7Validator
     validator = cls(schema, registry=registry)
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in error.absolute_path) or "(root)"
@@ -66,7 +69,8 @@ def schema_errors(chart: ChartReference, merged: Values) -> Iterator[str]:
             continue
         if not condition_enabled(merged, dep.condition):
             continue
-        share = merged.get(key) if isinstance(merged.get(key), dict) else {}
+        raw_share = merged.get(key)
+        share: Values = raw_share if isinstance(raw_share, dict) else {}
         sub_values = coalesce(dep.chart.defaults, share)
         if globals_:
             sub_values["global"] = coalesce(sub_values.get("global") or {}, globals_)

@@ -84,11 +84,7 @@ def _scan(node: Any, path: Path) -> Iterator[tuple[str, str]]:
         elif _is_credential_key(norm):
             if norm in {"secretkey", "key"} and is_reference_block:
                 continue
-            if (
-                norm.endswith("secret")
-                and norm not in _CREDENTIAL_NAMES
-                and _DNS_NAME.match(value)
-            ):
+            if norm.endswith("secret") and norm not in _CREDENTIAL_NAMES and _DNS_NAME.match(value):
                 continue  # `superuserSecret: llmflow-pg-superuser` names a Secret
             yield format_path(child), f"{key} holds an inline credential; reference a Secret"
 

@@ -27,7 +27,13 @@ from llmflow_airgap.keys import unknown_keys
 from llmflow_airgap.platform import Component, Platform, Profile, load_platform
 from llmflow_airgap.schemas import schema_errors
 from llmflow_airgap.secrets import inline_secrets
-from llmflow_airgap.values import Values, ValuesFileError, coalesce, compile_path_pattern, load_values
+from llmflow_airgap.values import (
+    Values,
+    ValuesFileError,
+    coalesce,
+    compile_path_pattern,
+    load_values,
+)
 
 DEFAULT_KUBERNETES_VERSION = "1.31.0"
 
@@ -177,10 +183,15 @@ def _check_images(
         if airgap:
             if ref.host != site:
                 report.add(
-                    Check.IMAGE_NOT_MIRRORED, rel, where, f"{text} is not on the site registry {site}"
+                    Check.IMAGE_NOT_MIRRORED,
+                    rel,
+                    where,
+                    f"{text} is not on the site registry {site}",
                 )
             elif all(plain != b.mirrored(site) for b in bom):
-                report.add(Check.IMAGE_NOT_IN_BOM, rel, where, f"{text} mirrors no image in the BOM")
+                report.add(
+                    Check.IMAGE_NOT_IN_BOM, rel, where, f"{text} mirrors no image in the BOM"
+                )
         elif plain not in bom:
             report.add(
                 Check.IMAGE_NOT_IN_BOM,
@@ -196,18 +207,19 @@ def _check_mirror_complete(
     """Every BOM image is redirected by some air-gap overlay; each overlay sets the secret."""
     site = platform.registry.host
     redirected: set[ImageRef] = set()
+    secret = platform.registry.pull_secret
     for rel, overlay in overlays.items():
         for _, text in images_in_values(overlay):
             try:
                 redirected.add(parse_image(text).without_digest())
             except ImageRefError:
                 continue
-        if platform.registry.pull_secret not in json.dumps(overlay):
+        if secret not in json.dumps(overlay):
             report.add(
                 Check.IMAGE_NOT_MIRRORED,
                 rel,
                 "",
-                f"the air-gap overlay does not set the pull secret {platform.registry.pull_secret!r}",
+                f"the air-gap overlay does not set the pull secret {secret!r}",
             )
     for ref in component.image_refs():
         if ref.without_digest().mirrored(site) not in redirected:
@@ -252,7 +264,10 @@ def _validate_manifests(platform: Platform, inputs: ValidationInput, report: Rep
                 kubernetes_validate.validate(doc, inputs.kubernetes_version, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 report.add(Check.MANIFEST, rel, where, exc.message)
-            except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as exc:
+            except (
+                kubernetes_validate.SchemaNotFoundError,
+                kubernetes_validate.InvalidSchemaError,
+            ) as exc:
                 report.add(Check.MANIFEST, rel, where, f"no schema: {exc}")
             for secret_where, why in inline_secrets(_without_secret_data(doc)):
                 report.add(Check.INLINE_SECRET, rel, f"{where} {secret_where}", why)

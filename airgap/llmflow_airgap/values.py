@@ -60,7 +60,9 @@ def format_path(parts: tuple[str | int, ...]) -> str:
     return out
 
 
-def walk(tree: Any, prefix: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+def walk(
+    tree: Any, prefix: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     """Every (path, value) pair, parents before children."""
     yield prefix, tree
     if isinstance(tree, dict):

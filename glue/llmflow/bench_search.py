@@ -56,6 +56,7 @@ DIM = 384
 SEED = 20240601
 BUILD_BATCH = 2000
 MANIFEST = "bench-manifest.json"
+LAST_RESULT = "bench-search-last.json"
 VECTOR_NOTE = (
     "dense vectors of corpus and queries are deterministic random unit vectors (384-d); "
     "no embedding model runs in any timed path (a precomputed query-vector table stands in "
@@ -688,5 +689,12 @@ async def run_search_bench(
         finally:
             if rt is not None:
                 await rt.close()
+        # a long run leaves what it has measured so far, size by size
+        (opts.data_dir / LAST_RESULT).write_text(
+            json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
     out["query_embedding"] = await query_embedding_latency(queries) if opts.embed_latency else None
+    (opts.data_dir / LAST_RESULT).write_text(
+        json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     return out

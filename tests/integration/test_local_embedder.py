@@ -11,6 +11,7 @@ import math
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from llmflow.models.embedding import LocalEmbedder, build_embedder, default_model_path
 from llmflow.settings import EmbeddingSettings
 

@@ -241,3 +241,53 @@ def test_utf16_html_is_decoded() -> None:
 def test_mislabelled_ppt_is_read_as_pptx() -> None:
     assert "Todos los seres humanos" in text_of("language-docs_eng_spa_mult.ppt")
     assert "es" in {e.language for e in elements_of("language-docs_eng_spa_mult.ppt")}
+
+
+def test_parallel_partitioning_gives_the_same_elements() -> None:
+    """Callers partition in worker threads; PDFium is not thread-safe, so this must hold."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [
+        "pdf_korean-text-with-tables.pdf",
+        "pdf_multi-column-2p.pdf",
+        "pdf_layout-parser-paper-fast.pdf",
+        "hwpxlib_Table.hwpx",
+    ] * 3
+    expected = {name: [e.text for e in elements_of(name)] for name in set(names)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda n: partition(_path(n).read_bytes(), n, max_bytes=MAX_BYTES), names)
+        )
+    for name, elements in zip(names, results, strict=True):
+        assert [e.text for e in elements] == expected[name]
+
+
+def test_euc_kr_html_is_decoded_by_its_meta_charset() -> None:
+    html = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=euc-kr">'
+        "</head><body><h1>인사 규정</h1><p>직원은 연차휴가를 사용할 수 있다.</p></body></html>"
+    ).encode("euc-kr")
+    elements = partition(html, "규정.html", max_bytes=MAX_BYTES)
+    assert [e.text for e in elements] == ["인사 규정", "직원은 연차휴가를 사용할 수 있다."]
+    assert elements[1].section_path == ["인사 규정"] and elements[1].language == "ko"
+
+
+def test_word_headings_become_the_section_path() -> None:
+    import io
+
+    import docx
+
+    document = docx.Document()
+    document.add_heading("제1장 총칙", level=1)
+    document.add_heading("제1조 목적", level=2)
+    document.add_paragraph("이 규정은 복리후생에 관한 사항을 정함을 목적으로 한다.")
+    table = document.add_table(rows=2, cols=2)
+    for (r, c), value in {(0, 0): "구분", (0, 1): "금액", (1, 0): "결혼", (1, 1): "50만원"}.items():
+        table.cell(r, c).text = value
+    buffer = io.BytesIO()
+    document.save(buffer)
+    elements = partition(buffer.getvalue(), "규정.docx", max_bytes=MAX_BYTES)
+    body = next(e for e in elements if e.text.startswith("이 규정은"))
+    assert body.section_path == ["제1장 총칙", "제1조 목적"]
+    (table_element,) = [e for e in elements if e.type == "Table"]
+    assert "<td>결혼</td><td>50만원</td>" in (table_element.table_html or "")

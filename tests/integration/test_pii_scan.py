@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from llmflow.ingest.pii import PiiFinding, PiiScanner
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmflow.bench import bench_app
 from typer.testing import CliRunner
+
+from llmflow.bench import bench_app
 
 PATHS = ("ours", "raw_two", "raw_hybrid")
 

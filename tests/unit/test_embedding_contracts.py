@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from llmflow.models.embedding import (
     EmbeddingNotReady,
     EmbeddingProtocolError,
@@ -26,7 +28,6 @@ from llmflow.models.embedding import (
     build_embedder,
 )
 from llmflow.settings import EmbeddingSettings
-from pydantic import SecretStr
 
 DIM = 8
 

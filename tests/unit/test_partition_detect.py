@@ -218,3 +218,15 @@ def test_hyphenated_line_ends_are_joined() -> None:
         "state-of-the-art recent methods"
     )
     assert join_lines(["한국어 문장은", "띄어 쓴다"]) == "한국어 문장은 띄어 쓴다"
+
+
+@pytest.mark.parametrize("data", [b"%PDF-1.4\n1 0 obj garbage", b"%PDF-1.7\n" + bytes(300)])
+def test_broken_pdf_is_corrupt(data: bytes) -> None:
+    with pytest.raises(CorruptDocument) as caught:
+        partition(data, "broken.pdf", max_bytes=MB)
+    assert "broken.pdf" in caught.value.message
+
+
+def test_content_type_names_an_extensionless_upload() -> None:
+    elements = partition(b"a;b\n1;2\n", "export", content_type="text/csv", max_bytes=MB)
+    assert [e.type for e in elements] == ["Table"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from llmflow.ingest.pii import PiiFinding, PiiReport, PiiScanner
 
 

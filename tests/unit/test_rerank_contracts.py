@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from llmflow.models.rerank import (
     IdentityReranker,
     InfinityReranker,
@@ -29,7 +31,6 @@ from llmflow.models.rerank import (
     build_reranker,
 )
 from llmflow.settings import RerankSettings
-from pydantic import SecretStr
 
 QUERY = "연차 휴가 신청 방법"
 

@@ -354,7 +354,8 @@ class IngestService:
         t = time.perf_counter()
         index = await rt.index()
         await index.insert(records)
-        await index.delete_document(doc.tenant_id, doc.id, keep_version=doc.version)
+        if doc.version > 1:  # a first version has no older chunks to replace
+            await index.delete_document(doc.tenant_id, doc.id, keep_version=doc.version)
         timings["index_s"] = time.perf_counter() - t
         doc.chunk_count = len(records)
         return {

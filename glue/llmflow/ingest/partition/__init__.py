@@ -1,9 +1,11 @@
 """Document partitioning: bytes of any supported format -> elements in reading order.
 
-``partition`` picks the backend from the content (:mod:`detect`): our PDFium text path for
-PDF (:mod:`pdf`), Tesseract for images and scanned pages (:mod:`ocr`), hwp-hwpx-parser for
-HWP/HWPX (:mod:`hwp`), Unstructured for Office/HTML/Markdown/EPUB/RTF/ODT (:mod:`office`),
-and small standard-library readers for text, CSV and e-mail. All of it runs offline.
+``partition`` (:mod:`pipeline`) picks the backend from the content (:mod:`detect`): our
+PDFium text path for PDF (:mod:`pdf` with :mod:`layout`, :mod:`order`, :mod:`blocks`,
+:mod:`pdf_tables`), Tesseract for images and scanned pages (:mod:`ocr`), hwp-hwpx-parser for
+HWP/HWPX (:mod:`hwp`), Unstructured for Office/HTML/Markdown/EPUB/RTF/ODT (:mod:`office`,
+made network-free by :mod:`offline`), and standard-library readers for text, CSV and e-mail
+(:mod:`text`, :mod:`mail`). :mod:`structure` and :mod:`language` finish every element.
 """
 
 from llmflow.ingest.partition.detect import detect_format

@@ -145,6 +145,7 @@ def _split_row(row: list[Glyph]) -> list[Line]:
     height = _middle([g.bottom - g.top for g in row])
     lines: list[Line] = []
     current: list[Glyph] = [row[0]]
+    reach = row[0].x1  # right edge so far: an accent may sit inside the previous word
     for glyph in row[1:]:
         previous = current[-1]
         if (
@@ -153,26 +154,27 @@ def _split_row(row: list[Glyph]) -> list[Line]:
             and abs(glyph.index - previous.index) > 1
         ):
             continue  # the same glyph printed twice (fake bold), not a ligature's parts
-        if glyph.x0 - previous.x1 > SEGMENT_GAP * height:
+        if glyph.x0 - reach > SEGMENT_GAP * height:
             lines.append(_make_line(current, height))
-            current = []
+            current, reach = [], glyph.x1
         current.append(glyph)
+        reach = max(reach, glyph.x1)
     lines.append(_make_line(current, height))
     return lines
 
 
 def _make_line(glyphs: list[Glyph], height: float) -> Line:
     parts: list[str] = []
-    previous: Glyph | None = None
+    reach: float | None = None
     for glyph in glyphs:
-        if previous is not None and (
+        if reach is not None and (
             glyph.space_before
             if glyph.space_before is not None
-            else glyph.x0 - previous.x1 > SPACE_GAP * height
+            else glyph.x0 - reach > SPACE_GAP * height
         ):
             parts.append(" ")
         parts.append(glyph.text)
-        previous = glyph
+        reach = glyph.x1 if reach is None else max(reach, glyph.x1)
     return Line(
         glyphs=glyphs,
         x0=min(g.x0 for g in glyphs),

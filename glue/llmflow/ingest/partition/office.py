@@ -25,6 +25,7 @@ _SOFFICE_TIMEOUT_S: Final = 180
 _LANGUAGES: Final = ["kor", "eng"]  # skips Unstructured's per-document langdetect pass
 _META_CHARSET: Final = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w.:-]+)""", re.IGNORECASE)
 
+_WORD_PROCESSING: Final = frozenset({"docx", "odt", "rtf"})
 _TYPES: Final[dict[str, ElementType]] = {
     "Title": "Title",
     "NarrativeText": "NarrativeText",
@@ -127,7 +128,7 @@ def from_unstructured(raw: Sequence[Any], fmt: str) -> list[Element]:
         metadata: dict[str, Any] = {}
         text = str(item.text or "")
         level: int | None = int(getattr(meta, "category_depth", None) or 0)
-        if kind == "Text":  # Unstructured could not tell; numbering and capitals can
+        if kind == "Text" and fmt in _WORD_PROCESSING:
             kind, level = _uncategorized(text)
         if kind == "Title":
             metadata[HEADING_LEVEL] = level or 0
@@ -161,7 +162,12 @@ def from_unstructured(raw: Sequence[Any], fmt: str) -> list[Element]:
 
 
 def _uncategorized(text: str) -> tuple[ElementType, int | None]:
-    """Type of an element Unstructured left uncategorised ("CHAPTER 1", "A. PURPOSE")."""
+    """Type of a paragraph Unstructured left uncategorised ("CHAPTER 1", "A. PURPOSE").
+
+    Word documents often make headings by typing numbering and capitals in the body style,
+    so numbering and all-capitals decide. Not for HTML/EPUB, where real headings are tags
+    and capitalised paragraphs are usually captions.
+    """
     kind, level = classify_line(text)
     stripped = text.strip()
     if kind != "Title" and stripped.isupper() and len(stripped) <= 80 and not is_sentence(stripped):

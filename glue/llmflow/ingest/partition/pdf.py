@@ -3,8 +3,9 @@
 Why not Unstructured for PDF: its ``fast`` strategy downloads an NLP model at run time and
 keeps the content-stream order, which scrambles Korean reading order on mixed-font pages;
 ``hi_res`` needs layout models from the Hugging Face hub. Here each page goes through
-:mod:`layout` (lines, XY-cut, paragraphs) and :mod:`pdf_tables` (ruled tables as HTML), and
-titles are found afterwards from font size and weight relative to the document's body text.
+:mod:`layout` (lines), :mod:`order` (XY-cut reading order), :mod:`blocks` (paragraphs) and
+:mod:`pdf_tables` (ruled tables as HTML); titles are found afterwards from font size and
+weight relative to the document's body text, running heads and page numbers by position.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Final
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
+from PIL import Image
 
 from llmflow.ingest.elements import CorruptDocument, Element, ElementType, EncryptedDocument
 from llmflow.ingest.partition.blocks import group_blocks, starts_list_item
@@ -23,6 +25,7 @@ from llmflow.ingest.partition.layout import Line, build_lines
 from llmflow.ingest.partition.order import reading_order
 from llmflow.ingest.partition.pdf_tables import TableRegion, find_tables
 from llmflow.ingest.partition.pdf_text import (
+    PDFIUM_LOCK,
     count_images,
     extract_glyphs,
     is_bold,
@@ -59,32 +62,43 @@ class _Paragraph:
 def partition_pdf(
     data: bytes, filename: str, *, ocr_languages: str, ocr_min_text_chars: int
 ) -> list[Element]:
-    """Elements of a PDF in reading order; scanned pages are OCR'd with Tesseract."""
-    try:
-        document = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
-            raise EncryptedDocument(
-                f"{filename} is protected with an open password. Save an unprotected copy "
-                "(print to PDF, or remove the password in the PDF editor) and upload that."
-            ) from exc
-        raise CorruptDocument(f"{filename} is not a readable PDF ({exc}).") from exc
+    """Elements of a PDF in reading order; scanned pages are OCR'd with Tesseract.
+
+    PDFium is not thread-safe and callers partition in worker threads, so every PDFium call
+    runs under :data:`PDFIUM_LOCK`; Tesseract (a subprocess) runs outside it.
+    """
+    with PDFIUM_LOCK:
+        try:
+            document = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
+                raise EncryptedDocument(
+                    f"{filename} is protected with an open password. Save an unprotected copy "
+                    "(print to PDF, or remove the password in the PDF editor) and upload that."
+                ) from exc
+            raise CorruptDocument(f"{filename} is not a readable PDF ({exc}).") from exc
+        pages = len(document)
     paragraphs: list[_Paragraph] = []
     ocr_elements: dict[int, list[Element]] = {}
     try:
-        for index in range(len(document)):
-            page = document[index]
-            try:
-                page_paragraphs = _page_paragraphs(page, index + 1)
-                letters = sum(len(p.text) for p in page_paragraphs if p.kind != "Header")
-                if letters < ocr_min_text_chars and _worth_ocr(page):
-                    ocr_elements[index + 1] = _ocr_page(page, index + 1, ocr_languages)
-                else:
-                    paragraphs.extend(page_paragraphs)
-            finally:
-                page.close()
+        for index in range(pages):
+            scan: tuple[Image.Image, int] | None = None
+            with PDFIUM_LOCK:
+                page = document[index]
+                try:
+                    page_paragraphs = _page_paragraphs(page, index + 1)
+                    letters = sum(len(p.text) for p in page_paragraphs if p.kind != "Header")
+                    if letters < ocr_min_text_chars and _worth_ocr(page):
+                        scan = _render_scan(page)
+                    else:
+                        paragraphs.extend(page_paragraphs)
+                finally:
+                    page.close()
+            if scan is not None:
+                ocr_elements[index + 1] = _ocr_page(*scan, index + 1, ocr_languages)
     finally:
-        document.close()
+        with PDFIUM_LOCK:
+            document.close()
     elements = _classify(paragraphs)
     for page_number, page_elements in sorted(ocr_elements.items()):
         position = next(
@@ -212,14 +226,20 @@ def _worth_ocr(page: pdfium.PdfPage) -> bool:
     return sum(1 for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH], max_depth=2)) >= 50
 
 
-def _ocr_page(page: pdfium.PdfPage, number: int, languages: str) -> list[Element]:
+def _render_scan(page: pdfium.PdfPage) -> tuple[Image.Image, int]:
+    """The page as a greyscale image for OCR, and its resolution in dpi.
+
+    Rendered at the scan's own resolution (within 100-300 dpi): upsampling a 72 dpi scan to
+    300 dpi makes letters too large for Tesseract, and more than 300 dpi only costs time.
+    """
+    dpi = min(max(scan_dpi(page) or OCR_DPI, 100.0), OCR_DPI)
+    return page.render(scale=dpi / 72, grayscale=True).to_pil(), round(dpi)
+
+
+def _ocr_page(image: Image.Image, dpi: int, number: int, languages: str) -> list[Element]:
     from llmflow.ingest.partition.ocr import ocr_image
 
-    # Render at the scan's own resolution (within 100-300 dpi): upsampling a 72 dpi scan to
-    # 300 dpi makes letters too large for Tesseract, and more than 300 dpi only costs time.
-    dpi = min(max(scan_dpi(page) or OCR_DPI, 100.0), OCR_DPI)
-    image = page.render(scale=dpi / 72, grayscale=True).to_pil()
-    elements = ocr_image(image, languages=languages, dpi=round(dpi))
+    elements = ocr_image(image, languages=languages, dpi=dpi)
     for element in elements:
         element.page = number
         element.metadata["ocr"] = True

@@ -11,18 +11,22 @@ from __future__ import annotations
 import ctypes
 import functools
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from llmflow.ingest.partition.layout import SOFT_HYPHEN, Glyph
+from llmflow.ingest.partition.layout import SOFT_HYPHEN, SPACE_GAP, Glyph
 
 _SPACES: Final = frozenset({0x20, 0xA0, 0x3000, 0x09, 0x0D, 0x0A, 0x2002, 0x2003, 0x2009})
 _MAX_PATH_SEGMENTS: Final = 20_000  # vector drawings (maps, charts) are not tables
 _RULE_THICKNESS: Final = 2.5  # points; a filled rectangle thinner than this is a rule
 _BOLD_WEIGHT: Final = 600
+
+#: PDFium keeps global state and is not thread-safe; hold this around every PDFium call.
+PDFIUM_LOCK: Final = threading.RLock()
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,7 +58,7 @@ def page_frame(page: pdfium.PdfPage) -> PageFrame:
 
 
 def extract_glyphs(textpage: pdfium.PdfTextPage, frame: PageFrame) -> tuple[list[Glyph], str]:
-    """Upright glyphs on the page, and the text of rotated glyphs (margin stamps) in order.
+    """Upright words on the page, and the text of rotated glyphs (margin stamps) in order.
 
     Loose boxes (font ascent to descent) are used so that all glyphs of a line share one
     height, which makes line grouping independent of the letters' shapes.
@@ -70,6 +74,8 @@ def extract_glyphs(textpage: pdfium.PdfTextPage, frame: PageFrame) -> tuple[list
     glyphs: list[Glyph] = []
     rotated: list[str] = []
     pending_space = False
+    word: Glyph | None = None
+    last_x0 = 0.0
     # Hot loop (every character of every page): locals only, no helper calls.
     for index in range(count):
         code = get_unicode(handle, index)
@@ -92,9 +98,25 @@ def extract_glyphs(textpage: pdfium.PdfTextPage, frame: PageFrame) -> tuple[list
         # Only a box wider than tall can be a rotated glyph; skip the call for the rest.
         if x1 - x0 > 1.05 * (bottom - top) and 0.05 < get_angle(handle, index) < 6.23:
             rotated.append((" " if pending_space else "") + text)
-            pending_space = False
+            pending_space, word = False, None
             continue
-        glyphs.append(Glyph(text, x0, top, x1, bottom, pending_space or None, index))
+        # Characters that continue a word (same line box, no gap) extend the previous glyph:
+        # five times fewer objects for every later step, and words never straddle cells.
+        if (
+            word is not None
+            and not pending_space
+            and abs(top - word.top) < 0.1
+            and abs(bottom - word.bottom) < 0.1
+            and x0 >= last_x0 - 0.01
+            and x0 - word.x1 <= SPACE_GAP * (bottom - top)
+        ):
+            word.text += text
+            if x1 > word.x1:
+                word.x1 = x1
+        else:
+            word = Glyph(text, x0, top, x1, bottom, pending_space or None, index)
+            glyphs.append(word)
+        last_x0 = x0
         pending_space = False
     return glyphs, "".join(rotated).strip()
 
