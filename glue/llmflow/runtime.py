@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from llmflow.auth.apikeys import ApiKeys
+from llmflow.errors import ServiceUnavailable
 from llmflow.index.lexical import KoreanAnalyzer
 from llmflow.index.milvus import ChunkIndex, collection_name
 from llmflow.ingest.jobs import IngestQueue
@@ -109,13 +110,32 @@ class Runtime:
 
     async def index(self) -> ChunkIndex:
         async def make() -> ChunkIndex:
+            from pymilvus.exceptions import MilvusException
+
             embedder = await self.embedder()
-            return await asyncio.to_thread(
-                ChunkIndex, self.settings, embedder.dimension, self.settings.embedding.model
-            )
+            try:
+                return await asyncio.to_thread(
+                    ChunkIndex, self.settings, embedder.dimension, self.settings.embedding.model
+                )
+            except MilvusException as exc:
+                where = self.settings.milvus_uri
+                hint = (
+                    " A Milvus Lite file can be open in one process only: is `llmflow serve` "
+                    "running on this data directory? Use its API, or stop it first."
+                    if "://" not in where
+                    else ""
+                )
+                raise ServiceUnavailable(
+                    f"cannot open Milvus at {where}: {exc.message}.{hint}"
+                ) from exc
 
         result: ChunkIndex = await self._once("index", make)
         return result
+
+    def cached_index(self) -> ChunkIndex | None:
+        """The index if this process has opened it (never opens Milvus just to ask)."""
+        index: ChunkIndex | None = self._cache.get("index")
+        return index
 
     async def reranker(self) -> Reranker:
         async def make() -> Reranker:

@@ -58,6 +58,10 @@ def test_bench_search_reports_every_path_at_every_concurrency(tmp_path: Path) ->
         ):
             assert row[key] > 0
 
-    # like for like: the raw paths answer with the same chunks as our search path
-    assert size["agreement_top_k"]["raw_two_same_topk"] >= 0.6
-    assert {"analyze_ms", "dense_ms", "lexical_ms", "total_ms"} <= set(size["ours_mean_timings_ms"])
+    # like for like: our results are drawn from the very candidates the raw searches return,
+    # and the naive RRF of the two raw searches ranks like Lite's RRFRanker
+    agreement = size["agreement_top_k"]
+    assert agreement["ours_topk_within_raw_candidates"] >= 0.8
+    assert agreement["raw_two_same_topk_as_raw_hybrid"] >= 0.6
+    steps = size["results"][0]["ours_mean_steps_ms"]
+    assert {"analyze_ms", "dense_ms", "lexical_ms", "total_ms"} <= set(steps)

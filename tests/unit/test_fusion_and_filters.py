@@ -4,7 +4,7 @@ import pytest
 
 from llmflow.errors import InvalidRequest
 from llmflow.index.milvus import ChunkIndex, Hit, collection_name
-from llmflow.retrieve.hybrid import fuse
+from llmflow.retrieve.hybrid import fuse_rrf, fuse_scores
 from llmflow.retrieve.metadata_filter import MetadataCondition, matches, validate
 
 
@@ -13,19 +13,38 @@ def hits(*ids: str) -> list[Hit]:
 
 
 def test_fusion_normalised_and_weighted() -> None:
-    fused = fuse(
+    fused = fuse_rrf(
         {"dense": hits("a", "b"), "lexical": hits("a", "c")}, {"dense": 1, "lexical": 1}, 60
     )
     assert fused[0][0] == "a" and fused[0][1] == pytest.approx(1.0)
     assert all(0 < s <= 1 for _, s, _ in fused)
     # a weak dense signal only breaks ties: lexical order wins
-    fused = fuse(
+    fused = fuse_rrf(
         {"dense": hits("c", "b"), "lexical": hits("b", "c")}, {"dense": 0.1, "lexical": 1}, 60
     )
     assert [c for c, _, _ in fused] == ["b", "c"]
     # zero weight: the signal's ranks are reported but do not score
-    fused = fuse({"dense": hits("x"), "lexical": hits("y")}, {"dense": 0.0, "lexical": 1}, 60)
+    fused = fuse_rrf({"dense": hits("x"), "lexical": hits("y")}, {"dense": 0.0, "lexical": 1}, 60)
     assert [c for c, _, _ in fused] == ["y"]
+
+
+def scored(*pairs: tuple[str, float]) -> list[Hit]:
+    return [Hit(i, s, {}) for i, s in pairs]
+
+
+def test_score_fusion_keeps_margins() -> None:
+    # lexical has a clear winner; a weak dense signal disagreeing only slightly cannot flip it
+    lexical = scored(("a", 40.0), ("b", 12.0), ("c", 11.0))
+    dense = scored(("b", 0.88), ("c", 0.87), ("a", 0.86))
+    fused = fuse_scores({"dense": dense, "lexical": lexical}, {"dense": 0.1, "lexical": 1.0})
+    assert [c for c, _, _ in fused][:1] == ["a"]
+    # near-tie in lexical: the dense signal decides
+    lexical = scored(("a", 12.1), ("b", 12.0), ("c", 3.0))
+    fused = fuse_scores({"dense": dense, "lexical": lexical}, {"dense": 1.0, "lexical": 1.0})
+    assert fused[0][0] == "b"
+    assert all(0.0 <= s <= 1.0 for _, s, _ in fused)
+    top = fuse_scores({"lexical": scored(("x", 5.0))}, {"lexical": 1.0, "dense": 1.0})
+    assert top[0][1] == 1.0
 
 
 def test_scope_filter_always_has_tenant_and_refuses_injection() -> None:

@@ -114,6 +114,12 @@ class ChunkIndex:
 
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = MilvusClient(uri=uri, token=token)
+        # Milvus Lite (a local file) scans rows of its growing segment one by one, ~50x slower
+        # than a sealed, indexed segment: seal it every few hundred rows and when ingestion
+        # goes idle. A Milvus server seals segments itself; explicit flushes only hurt it.
+        self.is_lite = "://" not in uri
+        self._flush_rows = settings.milvus.lite_flush_rows
+        self._unflushed = 0
         self.dim = dim
         self.collection = collection_name(settings.milvus.collection_prefix, model, dim)
         self._num_partitions = settings.milvus.num_partitions
@@ -200,6 +206,23 @@ class ChunkIndex:
         rows = [r.to_row() for r in records]
         for start in range(0, len(rows), 500):
             self.client.upsert(self.collection, rows[start : start + 500])
+        with self._lock:
+            self._unflushed += len(rows)
+            due = self.is_lite and self._unflushed >= self._flush_rows
+        if due:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if not self._unflushed:
+                return
+            self._unflushed = 0
+        self.client.flush(self.collection)
+
+    async def flush_pending(self) -> None:
+        """Seal rows written since the last flush (Milvus Lite only; no-op on a server)."""
+        if self.is_lite and self._unflushed:
+            await asyncio.to_thread(self._flush)
 
     async def insert(self, records: Sequence[ChunkRecord]) -> None:
         if records:
@@ -245,8 +268,11 @@ class ChunkIndex:
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": "COSINE" if field_name == "dense" else "BM25"},
         )
+        # Milvus returns the BM25 relevance as the "distance" (higher is better); Milvus Lite
+        # returns it negated (best hit first, most negative). Scores leave here one way only.
+        sign = -1.0 if field_name == "sparse" and self.is_lite else 1.0
         return [
-            Hit(str(h["entity"]["chunk_id"]), float(h["distance"]), dict(h["entity"]))
+            Hit(str(h["entity"]["chunk_id"]), sign * float(h["distance"]), dict(h["entity"]))
             for h in res[0]
         ]
 

@@ -9,6 +9,7 @@ a single-process file store); cluster mode runs ``llmflow worker`` processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TASK_NAME = "llmflow.ingest_document"
+FLUSH_INTERVAL_S = 5.0
 
 
 class IngestQueue:
@@ -62,23 +64,46 @@ class IngestQueue:
         await self.open()
         await self._task.defer_async(job_id=job_id)
 
+    async def _flush_index(self) -> None:
+        index = self.rt.cached_index()
+        if index is not None:
+            await index.flush_pending()
+
     async def drain(self) -> None:
         """Process queued jobs until none is left (CLI in embedded mode)."""
         await self.open()
-        await self.app.run_worker_async(
-            queues=[self.queue],
-            wait=False,
-            concurrency=self.rt.settings.jobs.concurrency,
-            install_signal_handlers=False,
-            listen_notify=False,
-        )
+        try:
+            await self.app.run_worker_async(
+                queues=[self.queue],
+                wait=False,
+                concurrency=self.rt.settings.jobs.concurrency,
+                install_signal_handlers=False,
+                listen_notify=False,
+            )
+        finally:
+            await self._flush_index()
 
     async def run_forever(self, **options: Any) -> None:
         """Worker loop (``llmflow worker`` or the API's in-process worker)."""
         await self.open()
-        await self.app.run_worker_async(
-            queues=[self.queue],
-            wait=True,
-            concurrency=self.rt.settings.jobs.concurrency,
-            install_signal_handlers=options.get("install_signal_handlers", False),
-        )
+
+        async def flush_when_idle() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_INTERVAL_S)
+                try:
+                    await self._flush_index()
+                except Exception:  # the next round retries; searches still see the rows
+                    log.warning("index flush failed", exc_info=True)
+
+        flusher = asyncio.create_task(flush_when_idle(), name="index-flusher")
+        try:
+            await self.app.run_worker_async(
+                queues=[self.queue],
+                wait=True,
+                concurrency=self.rt.settings.jobs.concurrency,
+                install_signal_handlers=options.get("install_signal_handlers", False),
+            )
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher

@@ -162,7 +162,7 @@ class PiiScanner:
         ranked = sorted(results, key=lambda r: (-r.score, r.start - r.end, r.start, r.entity_type))
         kept: list[PiiFinding] = []
         for r in ranked:
-            if _is_placeholder(text[r.start : r.end]):
+            if _is_dummy_value(text[r.start : r.end]):
                 continue
             if all(r.end <= k.start or r.start >= k.end for k in kept):
                 kept.append(PiiFinding(r.entity_type, r.start, r.end, round(r.score, 4)))
@@ -183,7 +183,7 @@ class PiiScanner:
         return "en" if "en" in self.languages else self.languages[0]
 
 
-def _is_placeholder(value: str) -> bool:
+def _is_dummy_value(value: str) -> bool:
     """Template values such as 010-0000-0000 or 000-00-00000 identify nobody."""
     digits = "".join(ch for ch in value if ch.isdigit())
     return len(digits) >= 8 and not digits[3:].strip("0")

@@ -17,7 +17,7 @@ from llmflow.ingest.partition.layout import Line, join_lines
 
 @dataclass(slots=True)
 class Block:
-    """Consecutive lines of one paragraph (or one table placeholder) in reading order."""
+    """Consecutive lines of one paragraph (or the slot of one table) in reading order."""
 
     lines: list[Line] = field(default_factory=list)
 

@@ -5,7 +5,7 @@ It gives plain paragraphs with Markdown tables inline plus the tables as cell ro
 the Markdown blocks back into Table elements (HTML from the rows) in reading order.
 
 Distribution documents (배포용 문서) keep their body AES-encrypted in ``ViewText`` with the key
-stored in the file itself; the library only sees the "upgrade your viewer" placeholder in
+stored in the file itself; the library only sees the "upgrade your viewer" notice in
 ``BodyText``, so we decrypt ``ViewText`` following Hancom's published format description.
 """
 

@@ -1,7 +1,7 @@
 """Office, HTML, Markdown, EPUB, RTF, ODT and Outlook files through Unstructured.
 
 Unstructured's partitioners for these formats read the file structure (styles, slide
-placeholders, sheets, HTML tags) and need no models. We call them on bytes, map their
+layout boxes, sheets, HTML tags) and need no models. We call them on bytes, map their
 elements onto ours, and convert legacy binaries (DOC/PPT) with our own LibreOffice call:
 Unstructured's shares one LibreOffice profile between concurrent calls and has no timeout.
 """
