@@ -46,9 +46,7 @@ class Runtime:
         self.knowledge_bases = KnowledgeBases(
             self.sessions,
             embedding_model=settings.embedding.model,
-            collection=collection_name(
-                settings.milvus.collection_prefix, settings.embedding.model, 0
-            ),
+            collection=collection_name(settings.milvus.collection_prefix, settings.embedding.model),
         )
         self.ingest = IngestService(self)
         self.jobs = IngestQueue(self)

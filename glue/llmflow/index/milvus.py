@@ -98,9 +98,11 @@ def _literal(value: str) -> str:
     return f'"{value}"'
 
 
-def collection_name(prefix: str, model: str, dim: int) -> str:
+def collection_name(prefix: str, model: str, dim: int | None = None) -> str:
+    """One collection per embedding schema: model and dimension (the dimension is known only
+    once the embedder has answered; without it, the name's model part)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", model).strip("_").lower()
-    return f"{prefix}_{slug}_{dim}"[:255]
+    return (f"{prefix}_{slug}" + (f"_{dim}" if dim else ""))[:255]
 
 
 class ChunkIndex:

@@ -311,6 +311,13 @@ class IngestService:
         lexical = await asyncio.to_thread(
             analyzer.analyze_many, [f"{h}\n{c.text}" for h, c in zip(headers, chunks, strict=True)]
         )
+        # A whole table repeats its column values ("유급", "30일 이내") row after row: that
+        # term frequency says nothing about the table's topic but its length buries the one
+        # row a query names under BM25's length normalisation. Index each term once.
+        lexical = [
+            " ".join(dict.fromkeys(lex.split())) if c.table_html is not None else lex
+            for c, lex in zip(chunks, lexical, strict=True)
+        ]
         timings["lexical_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
