@@ -93,6 +93,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"{step:2d}. {comp.name} ({comp.chart.name} {comp.chart.version}) "
             f"-n {namespace} {files}"
         )
+    for pattern in platform.manifests_for(profile):
+        print(f"    kubectl apply -f {pattern}")
     return 0
 
 

@@ -287,6 +287,19 @@ class Monitoring(_Strict):
     provisioned_by: DnsLabel = Field(alias="provisionedBy")
 
 
+class ManifestSet(_Strict):
+    """Our own manifests (a repo-relative glob) and the profiles that apply them."""
+
+    path: str = Field(min_length=1)
+    profiles: list[Profile] = Field(default_factory=lambda: list(Profile), min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_glob(cls, data: object) -> object:
+        # a bare string is a glob applied in every profile
+        return {"path": data} if isinstance(data, str) else data
+
+
 class Platform(_Strict):
     """The whole distribution: `platform/platform.yaml`."""
 
@@ -298,8 +311,10 @@ class Platform(_Strict):
     namespaces: list[Namespace] = Field(min_length=1)
     profiles: dict[Profile, ProfileSpec]
     components: list[Component] = Field(min_length=1)
-    manifests: list[str] = Field(
-        default_factory=list, description="Our own Kubernetes manifests (globs, repo-relative)."
+    manifests: list[ManifestSet] = Field(
+        default_factory=list,
+        description="Our own Kubernetes manifests: a repo-relative glob, or {path, profiles} "
+        "for manifests only some profiles apply (e.g. HPAs and PDBs only in `ha`).",
     )
     monitoring: Monitoring
 
@@ -309,6 +324,10 @@ class Platform(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def manifests_for(self, profile: Profile) -> list[str]:
+        """The manifest globs a profile applies, in file order."""
+        return [m.path for m in self.manifests if profile in m.profiles]
 
     def component(self, name: str) -> Component:
         for comp in self.components:

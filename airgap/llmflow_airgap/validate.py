@@ -233,7 +233,7 @@ def _check_mirror_complete(
 
 def _manifest_files(platform: Platform, root: Path) -> list[Path]:
     files: list[Path] = []
-    for pattern in platform.manifests:
+    for pattern in dict.fromkeys(m.path for m in platform.manifests):
         files.extend(Path(p) for p in sorted(glob.glob(str(root / pattern), recursive=True)))
     return files
 

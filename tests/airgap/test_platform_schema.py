@@ -91,8 +91,9 @@ def _broken(tmp_path: Path, repo_root: Path, mutate: object) -> Path:
         (lambda d: d["components"][0]["images"].append("nvcr.io/nvidia/x:latest"), "pinned"),
         (lambda d: d["components"][0]["chart"].update(version="^1.0"), "exact semver"),
         (lambda d: d["components"][0].update(colour="blue"), "colour"),
+        (lambda d: d["manifests"].append({"path": "x.yaml", "profiles": ["huge"]}), "huge"),
     ],
-    ids=["cycle", "namespace", "latest-image", "version-range", "unknown-field"],
+    ids=["cycle", "namespace", "latest-image", "version-range", "unknown-field", "profile"],
 )
 def test_schema_rejects_broken_boms(
     tmp_path: Path, repo_root: Path, mutation: object, message: str
@@ -100,3 +101,14 @@ def test_schema_rejects_broken_boms(
     path = _broken(tmp_path, repo_root, mutation)
     with pytest.raises(PlatformFileError, match=message):
         load_platform(path)
+
+
+def test_ha_only_manifests_stay_out_of_smaller_profiles(repo_root: Path) -> None:
+    platform = load_platform(repo_root / "platform" / "platform.yaml")
+    ha_only = "platform/manifests/ha-autoscaling.yaml"
+    assert ha_only in platform.manifests_for(Profile.HA)
+    assert ha_only not in platform.manifests_for(Profile.MINIMAL)
+    assert ha_only not in platform.manifests_for(Profile.STANDARD)
+    # every profile still gets namespaces and default-deny network policies
+    for profile in Profile:
+        assert "policies/k8s/networkpolicies/*.yaml" in platform.manifests_for(profile)
