@@ -239,14 +239,20 @@ class SearchService:
                 if h.fields.get("tenant_id") != principal.tenant_id:  # defence in depth
                     continue
                 fields.setdefault(h.chunk_id, h.fields)
+        t = time.perf_counter()
         fused_all = (
             fuse_rrf(signals, weights, settings.rrf_k)
             if settings.fusion == "rrf"
             else fuse_scores(signals, weights)
         )
         fused = [(c, s, r) for c, s, r in fused_all if c in fields]
+        reranking = rerank and self.rt.settings.rerank.provider != "none"
+        # results are built only as far as they can still be returned (or reranked)
+        wanted = self.rt.settings.rerank.candidates if reranking else top_k
         out: list[SearchResult] = []
         for cid, score, ranks in fused:
+            if len(out) >= wanted:
+                break
             f = fields[cid]
             meta = dict(f.get("metadata") or {})
             page = f.get("page")
@@ -276,8 +282,8 @@ class SearchService:
             )
             if matches(result.metadata, metadata_condition):
                 out.append(result)
-        timings["fusion_ms"] = 0.0
-        if rerank and self.rt.settings.rerank.provider != "none" and out:
+        timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        if reranking and out:
             t = time.perf_counter()
             head = out[: self.rt.settings.rerank.candidates]
             reranker = await self.rt.reranker()
