@@ -250,9 +250,6 @@ async def ingest_paths(
         jobs += await rt.ingest.submit(tenant, kb, uploads)
     if not wait:
         return jobs
-    ids = [j["job_id"] for j in jobs]
-    worker = asyncio.create_task(rt.jobs.drain()) if rt.settings.jobs.in_process_worker else None
-    done_states = {"succeeded", "failed", "skipped"}
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.description}"),
         BarColumn(),
@@ -261,19 +258,12 @@ async def ingest_paths(
         console=err,
         disable=not show_progress,
     ) as progress:
-        task = progress.add_task(kb, total=len(ids))
-        while True:
-            jobs = await rt.ingest.jobs(tenant, ids)
-            finished = sum(1 for j in jobs if j["status"] in done_states)
-            progress.update(task, completed=finished)
-            if finished == len(ids):
-                break
-            if worker is not None and worker.done():
-                worker.result()  # surfaces a crashed worker
-                worker = asyncio.create_task(rt.jobs.drain())
-            await asyncio.sleep(0.3)
-    if worker is not None:
-        await worker
+        task = progress.add_task(kb, total=len(jobs))
+        jobs = await rt.jobs.wait(
+            tenant,
+            [j["job_id"] for j in jobs],
+            lambda done, _total: progress.update(task, completed=done),
+        )
     return jobs
 
 

@@ -84,18 +84,30 @@ class KnowledgeBases:
 
     async def list(self, tenant_id: str) -> list[KnowledgeBaseInfo]:
         async with self.sessions() as session:
-            rows = (
-                (
-                    await session.execute(
-                        select(KnowledgeBase)
-                        .where(KnowledgeBase.tenant_id == tenant_id)
-                        .order_by(KnowledgeBase.name)
-                    )
-                )
-                .scalars()
-                .all()
+            # one query with the document counts, not one count per knowledge base
+            counts = (
+                select(Document.kb_id, func.count().label("n")).group_by(Document.kb_id).subquery()
             )
-            return [await self._info(session, kb) for kb in rows]
+            rows = (
+                await session.execute(
+                    select(KnowledgeBase, func.coalesce(counts.c.n, 0))
+                    .outerjoin(counts, counts.c.kb_id == KnowledgeBase.id)
+                    .where(KnowledgeBase.tenant_id == tenant_id)
+                    .order_by(KnowledgeBase.name)
+                )
+            ).all()
+            return [
+                KnowledgeBaseInfo(
+                    kb.id,
+                    kb.tenant_id,
+                    kb.name,
+                    kb.description,
+                    kb.embedding_model,
+                    kb.collection,
+                    int(n),
+                )
+                for kb, n in rows
+            ]
 
     async def create(
         self, tenant_id: str, name: str, description: str = "", exist_ok: bool = False

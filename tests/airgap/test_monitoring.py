@@ -23,19 +23,14 @@ def promtool() -> str:
     return path
 
 
-def test_promtool_check_rules(promtool: str, repo_root: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [("check", RULES), ("test", RULE_TESTS)],
+    ids=["check-rules", "rule-unit-tests"],
+)
+def test_promtool_rules(promtool: str, repo_root: Path, command: str, target: Path) -> None:
     out = subprocess.run(
-        [promtool, "check", "rules", str(repo_root / RULES)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_promtool_rule_unit_tests(promtool: str, repo_root: Path) -> None:
-    out = subprocess.run(
-        [promtool, "test", "rules", str(repo_root / RULE_TESTS)],
+        [promtool, command, "rules", str(repo_root / target)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from llmflow.api.deps import PrincipalDep, RuntimeDep
 from llmflow.api.problems import problem_responses
 from llmflow.auth.apikeys import Principal
-from llmflow.errors import Forbidden, InvalidRequest, PayloadTooLarge
+from llmflow.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from llmflow.ingest.pipeline import Upload
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
@@ -163,8 +163,6 @@ async def delete_document(
     "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=problem_responses(401, 404)
 )
 async def get_job(job_id: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    from llmflow.errors import NotFound
-
     jobs = await rt.ingest.jobs(principal.tenant_id, [job_id])
     if not jobs:
         raise NotFound(f"job {job_id!r} does not exist")

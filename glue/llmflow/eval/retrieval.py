@@ -4,7 +4,6 @@ isolated temporary knowledge base, every query through the real search path.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -89,32 +88,17 @@ async def ingest_corpus(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, int, int]:
     """Returns (seconds, chunks, failed documents)."""
-    from llmflow.ingest.pipeline import IngestService
-
     await rt.knowledge_bases.create(tenant, kb, exist_ok=True)
     start = time.perf_counter()
     ids: list[str] = []
     items = list(ds.corpus.items())
-    service: IngestService = rt.ingest
     for i in range(0, len(items), 200):
         uploads = [
             Upload(_doc_source(d), _doc_body(t, x), "text/markdown")
             for d, (t, x) in items[i : i + 200]
         ]
-        ids += [j["job_id"] for j in await service.submit(tenant, kb, uploads)]
-    worker = asyncio.create_task(rt.jobs.drain())
-    while True:
-        jobs = await service.jobs(tenant, ids)
-        done = [j for j in jobs if j["status"] in ("succeeded", "failed", "skipped")]
-        if progress:
-            progress(len(done), len(ids))
-        if len(done) == len(ids):
-            break
-        if worker.done():
-            worker.result()
-            worker = asyncio.create_task(rt.jobs.drain())
-        await asyncio.sleep(0.5)
-    await worker
+        ids += [j["job_id"] for j in await rt.ingest.submit(tenant, kb, uploads)]
+    jobs = await rt.jobs.wait(tenant, ids, progress, poll_s=0.5)
     seconds = time.perf_counter() - start
     chunks = sum(int((j.get("stats") or {}).get("chunks", 0)) for j in jobs)
     failed = sum(1 for j in jobs if j["status"] == "failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TASK_NAME = "llmflow.ingest_document"
 FLUSH_INTERVAL_S = 5.0
+FINAL_STATES = frozenset({"succeeded", "failed", "skipped"})
 
 
 class IngestQueue:
@@ -30,6 +32,7 @@ class IngestQueue:
         settings = runtime.settings.jobs
         self.queue = settings.queue
         self.max_attempts = settings.max_attempts
+        self.in_process = settings.in_process_worker
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(conninfo=runtime.db.conninfo)
         )
@@ -82,6 +85,35 @@ class IngestQueue:
             )
         finally:
             await self._flush_index()
+
+    async def wait(
+        self,
+        tenant_id: str,
+        job_ids: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        poll_s: float = 0.3,
+    ) -> list[dict[str, Any]]:
+        """Wait until every job has ended; returns their views.
+
+        With the in-process worker (embedded mode) this process works the queue meanwhile;
+        otherwise the cluster's ``llmflow worker`` processes do and we only watch.
+        """
+        worker = asyncio.create_task(self.drain()) if self.in_process else None
+        try:
+            while True:
+                jobs = await self.rt.ingest.jobs(tenant_id, job_ids)
+                finished = sum(1 for j in jobs if j["status"] in FINAL_STATES)
+                if progress is not None:
+                    progress(finished, len(job_ids))
+                if finished == len(job_ids):
+                    return jobs
+                if worker is not None and worker.done():
+                    worker.result()  # surfaces a crashed worker
+                    worker = asyncio.create_task(self.drain())
+                await asyncio.sleep(poll_s)
+        finally:
+            if worker is not None:
+                await worker
 
     async def run_forever(self, **options: Any) -> None:
         """Worker loop (``llmflow worker`` or the API's in-process worker)."""
