@@ -20,6 +20,9 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+_DEFAULT_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
 class Profile(StrEnum):
     EMBEDDED = "embedded"
     CLUSTER = "cluster"
@@ -158,6 +161,49 @@ class ApiSettings(BaseModel):
     max_upload_files: int = 100
 
 
+class PiiSettings(BaseModel):
+    """Korean PII engine (issue 3): recognizer config and per-tenant actions live in YAML."""
+
+    config: Path | None = Field(
+        default=None,
+        description="PII policy YAML; default <policies_dir>/presidio/policy.yaml",
+    )
+    score_threshold: float | None = Field(
+        default=None, description="overrides the threshold in the policy file"
+    )
+
+
+class AuthSettings(BaseModel):
+    """JWT verification (Keycloak). JWTs are accepted only when ``issuer`` is set."""
+
+    issuer: str | None = Field(
+        default=None,
+        description="public issuer URL as it appears in 'iss', e.g. https://sso.corp/realms/llmflow",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="internal JWKS URL (backchannel); default <issuer>/protocol/openid-connect/certs",
+    )
+    audiences: list[str] = Field(default_factory=lambda: ["llmflow-api"])
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    leeway_s: int = 30
+    jwks_cache_ttl_s: int = 300
+    jwks_min_refetch_interval_s: float = Field(
+        default=10.0, description="an unknown 'kid' refetches the JWKS at most this often"
+    )
+    http_timeout_s: float = 5.0
+    tenant_claim: str = "tenant"
+
+
+class PolicySettings(BaseModel):
+    """Authorization decisions (OPA): in-process Rego in embedded mode, OPA over HTTP in cluster."""
+
+    mode: Literal["embedded", "http"] = "embedded"
+    opa_url: str | None = Field(default=None, description="OPA base URL, e.g. http://opa:8181")
+    decision_path: str = "llmflow/authz/decision"
+    timeout_s: float = 2.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LLMFLOW_",
@@ -177,6 +223,12 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    pii: PiiSettings = Field(default_factory=PiiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    policies_dir: Path = Field(
+        default=_DEFAULT_POLICIES, description="policies/ (opa, presidio, k8s) of this release"
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="before")
@@ -197,6 +249,9 @@ class Settings(BaseSettings):
                 emb.setdefault("languages", ["multi"])
                 emb.setdefault("max_tokens", 8192)
                 emb.setdefault("batch_size", 32)
+            policy = data.setdefault("policy", {})
+            if isinstance(policy, dict):
+                policy.setdefault("mode", "http")
             obj = data.setdefault("object_store", {})
             if isinstance(obj, dict):
                 obj.setdefault("backend", "s3")
@@ -213,6 +268,8 @@ class Settings(BaseSettings):
                 f"embedding.url (LLMFLOW_EMBEDDING__URL) is required for provider "
                 f"{self.embedding.provider!r}"
             )
+        if self.policy.mode == "http" and not self.policy.opa_url:
+            raise ValueError("policy.opa_url (LLMFLOW_POLICY__OPA_URL) is required for mode 'http'")
         return self
 
     @property

@@ -30,7 +30,11 @@ def test_cluster_profile_requires_dsn_and_milvus(monkeypatch: pytest.MonkeyPatch
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("LLMFLOW_MILVUS__URI", "http://milvus:19530")
     monkeypatch.setenv("LLMFLOW_EMBEDDING__URL", "http://tei:80")
+    with pytest.raises(ValidationError, match=r"policy\.opa_url"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("LLMFLOW_POLICY__OPA_URL", "http://opa:8181")
     s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.policy.mode == "http"
     assert not s.database.embedded
     assert s.embedding.provider == "tei" and "multi" in s.embedding.languages
     assert s.object_store.backend == "s3"
