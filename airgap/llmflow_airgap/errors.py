@@ -17,3 +17,23 @@ class PlatformFileError(AirgapError):
 
 class ChartReferenceError(AirgapError):
     """A chart reference directory is missing or unreadable."""
+
+
+class RegistryError(AirgapError):
+    """An OCI registry refused a request, or answered something we cannot use."""
+
+
+class DigestMismatchError(AirgapError):
+    """Content did not hash to the digest it was requested by: corruption or tampering."""
+
+
+class LockfileError(AirgapError):
+    """The lockfile is missing, malformed, or cannot be produced from the sources given."""
+
+
+class BundleError(AirgapError):
+    """A bundle cannot be built or read."""
+
+
+class SigningKeyError(AirgapError):
+    """A signing or verification key is missing or not an Ed25519 PEM key."""
