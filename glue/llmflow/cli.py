@@ -151,10 +151,23 @@ def worker() -> None:
 
 @kb_app.command("create")
 def kb_create(
-    name: str, tenant: TenantOpt, description: Annotated[str, typer.Option(help="free text")] = ""
+    name: str,
+    tenant: TenantOpt,
+    description: Annotated[str, typer.Option(help="free text")] = "",
+    classification: Annotated[
+        str,
+        typer.Option(
+            help="public | internal | confidential | secret: decides the PII policy at ingest "
+            "(policies/presidio/policy.yaml) and which models may see retrieved text"
+        ),
+    ] = "internal",
 ) -> None:
     """Create a knowledge base in a tenant."""
-    kb = run(lambda rt: rt.knowledge_bases.create(tenant, name, description))
+    kb = run(
+        lambda rt: rt.knowledge_bases.create(
+            tenant, name, description, classification=classification
+        )
+    )
     console.print_json(data=kb.to_dict())
 
 

@@ -18,9 +18,14 @@ SAMPLES = REPO / "platform" / "samples"
 
 
 def register(app: typer.Typer) -> None:
-    eval_app = typer.Typer(help="Evaluate retrieval quality on a dataset.", no_args_is_help=True)
+    from llmflow import commands_pii
+
+    eval_app = typer.Typer(
+        help="Evaluate retrieval or PII detection quality on a dataset.", no_args_is_help=True
+    )
     app.add_typer(eval_app, name="eval")
     eval_app.command("retrieval")(eval_retrieval)
+    commands_pii.register(app, eval_app)
     app.command()(demo)
     try:
         from llmflow.bench import bench_app

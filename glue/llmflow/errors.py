@@ -57,3 +57,23 @@ class ServiceUnavailable(LLMFlowError):
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+
+
+class ConfigurationError(LLMFlowError):
+    """A configuration file (policy, recognizers) is missing or invalid: the operator's fix."""
+
+    status = 500
+    code = "configuration_error"
+    title = "Configuration error"
+
+
+class PiiBlocked(LLMFlowError):
+    """The PII policy says ``block`` for something in the text; ``entities`` names the types."""
+
+    status = 422
+    code = "pii_blocked"
+    title = "Blocked by the PII policy"
+
+    def __init__(self, detail: str, entities: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.entities = entities or []

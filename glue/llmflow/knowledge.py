@@ -13,6 +13,8 @@ from llmflow.errors import Conflict, InvalidRequest, NotFound
 from llmflow.storage.models import Document, KnowledgeBase
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CLASSIFICATIONS = ("public", "internal", "confidential", "secret")
+"""Data classification of a knowledge base, least to most sensitive."""
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -33,6 +35,7 @@ class KnowledgeBaseInfo:
     embedding_model: str
     collection: str
     documents: int
+    classification: str = "internal"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class KnowledgeBaseInfo:
             "tenant_id": self.tenant_id,
             "name": self.name,
             "description": self.description,
+            "classification": self.classification,
             "embedding_model": self.embedding_model,
             "documents": self.documents,
         }
@@ -67,6 +71,7 @@ class KnowledgeBases:
             kb.embedding_model,
             kb.collection,
             await self._count(session, kb.id),
+            kb.classification,
         )
 
     async def get_row(self, session: AsyncSession, tenant_id: str, name: str) -> KnowledgeBase:
@@ -105,15 +110,26 @@ class KnowledgeBases:
                     kb.embedding_model,
                     kb.collection,
                     int(n),
+                    kb.classification,
                 )
                 for kb, n in rows
             ]
 
     async def create(
-        self, tenant_id: str, name: str, description: str = "", exist_ok: bool = False
+        self,
+        tenant_id: str,
+        name: str,
+        description: str = "",
+        exist_ok: bool = False,
+        classification: str = "internal",
     ) -> KnowledgeBaseInfo:
         validate_name("tenant", tenant_id)
         validate_name("knowledge base name", name)
+        if classification not in CLASSIFICATIONS:
+            raise InvalidRequest(
+                f"classification must be one of {', '.join(CLASSIFICATIONS)}; "
+                f"got {classification!r}"
+            )
         async with self.sessions() as session:
             existing = (
                 await session.execute(
@@ -130,6 +146,7 @@ class KnowledgeBases:
                 tenant_id=tenant_id,
                 name=name,
                 description=description,
+                classification=classification,
                 embedding_model=self.embedding_model,
                 collection=self.collection,
             )

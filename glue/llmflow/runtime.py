@@ -27,9 +27,11 @@ from llmflow.storage.migrate import migrate
 from llmflow.storage.objectstore import ObjectStore, build_object_store
 
 if TYPE_CHECKING:
-    from llmflow.ingest.pii import PiiScanner
+    from llmflow.auth.jwt import JwtVerifier
     from llmflow.models.embedding import Embedder
     from llmflow.models.rerank import Reranker
+    from llmflow.pii.anonymize import PiiGuard
+    from llmflow.pii.engine import PiiEngine
     from llmflow.retrieve.hybrid import SearchService
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class Runtime:
             await self._cache["embedder"].aclose()
         if "reranker" in self._cache:
             await self._cache["reranker"].aclose()
+        if "jwt_verifier" in self._cache:
+            await self._cache["jwt_verifier"].aclose()
         if "index" in self._cache:
             self._cache["index"].close()
         await self.engine.dispose()
@@ -97,14 +101,55 @@ class Runtime:
         result: KoreanAnalyzer = await self._once("analyzer", make)
         return result
 
-    async def pii_scanner(self) -> PiiScanner:
-        async def make() -> PiiScanner:
-            from llmflow.ingest.pii import PiiScanner
+    async def pii_engine(self) -> PiiEngine:
+        """The PII analyzer with the policy file's recognizers (built once, seconds)."""
 
-            return await asyncio.to_thread(PiiScanner, self.settings.ingest.pii_languages)
+        async def make() -> PiiEngine:
+            from llmflow.pii.config import default_config_path, load_config
+            from llmflow.pii.engine import PiiEngine
 
-        result: PiiScanner = await self._once("pii", make)
+            settings = self.settings
+            path = settings.pii.config or default_config_path(settings.policies_dir)
+            config = load_config(path, settings.pii.score_threshold)
+            return await asyncio.to_thread(PiiEngine, config)
+
+        result: PiiEngine = await self._once("pii", make)
         return result
+
+    async def pii_guard(self) -> PiiGuard:
+        """The PII policy applied (analysis + Presidio anonymizer); also the process-wide
+        masker for logs."""
+
+        async def make() -> PiiGuard:
+            from llmflow.pii.anonymize import PiiGuard, set_default_guard
+
+            guard = PiiGuard(await self.pii_engine(), self._pii_hash_salt())
+            set_default_guard(guard)
+            return guard
+
+        result: PiiGuard = await self._once("pii_guard", make)
+        return result
+
+    def _pii_hash_salt(self) -> bytes:
+        """The salt of the ``hash`` action: a secret from settings, else a random one kept in
+        the data directory (an RRN has too few possible values for an unsalted hash)."""
+        if self.settings.pii.hash_salt is not None:
+            return self.settings.pii.hash_salt.get_secret_value().encode()
+        path = self.settings.data_dir / "pii-hash-salt"
+        if not path.exists():
+            import os
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            if self.settings.profile.value == "cluster":
+                log.warning(
+                    "pii.hash_salt is not set: replicas hash PII with different salts; set "
+                    "LLMFLOW_PII__HASH_SALT from a secret"
+                )
+        return path.read_text().strip().encode()
 
     async def index(self) -> ChunkIndex:
         async def make() -> ChunkIndex:
@@ -142,6 +187,17 @@ class Runtime:
             return build_reranker(self.settings.rerank)
 
         result: Reranker = await self._once("reranker", make)
+        return result
+
+    async def jwt_verifier(self) -> JwtVerifier:
+        """The Keycloak access-token verifier (needs ``auth.issuer``); one JWKS client."""
+
+        async def make() -> JwtVerifier:
+            from llmflow.auth.jwt import JwtVerifier
+
+            return JwtVerifier(self.settings.auth)
+
+        result: JwtVerifier = await self._once("jwt_verifier", make)
         return result
 
     @property

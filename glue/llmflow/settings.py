@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmflow.tenancy.keycloak_settings import KeycloakAdminSettings
 
 _DEFAULT_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -123,7 +124,6 @@ class IngestSettings(BaseModel):
         default=20, description="PDF pages with less extractable text than this are OCR'd"
     )
     pii_scan: bool = True
-    pii_languages: list[str] = Field(default_factory=lambda: ["ko", "en"])
 
 
 class RetrievalSettings(BaseModel):
@@ -171,6 +171,10 @@ class PiiSettings(BaseModel):
     score_threshold: float | None = Field(
         default=None, description="overrides the threshold in the policy file"
     )
+    hash_salt: SecretStr | None = Field(
+        default=None,
+        description="salt of the 'hash' action (a secret); default: a random one in data_dir",
+    )
 
 
 class AuthSettings(BaseModel):
@@ -182,7 +186,9 @@ class AuthSettings(BaseModel):
     )
     jwks_url: str | None = Field(
         default=None,
-        description="internal JWKS URL (backchannel); default <issuer>/protocol/openid-connect/certs",
+        description=(
+            "internal JWKS URL (backchannel); default <issuer>/protocol/openid-connect/certs"
+        ),
     )
     audiences: list[str] = Field(default_factory=lambda: ["llmflow-api"])
     algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
@@ -194,6 +200,19 @@ class AuthSettings(BaseModel):
     http_timeout_s: float = 5.0
     tenant_claim: str = "tenant"
 
+    @model_validator(mode="after")
+    def _asymmetric_algorithms_only(self) -> AuthSettings:
+        # An HMAC algorithm here would let anyone holding the public JWKS mint tokens
+        # (the key-confusion attack), and "none" would accept unsigned ones: refuse at startup.
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+        allowed |= {"ES256", "ES384", "ES512", "EdDSA"}
+        bad = [a for a in self.algorithms if a not in allowed]
+        if bad or not self.algorithms:
+            raise ValueError(
+                f"auth.algorithms must be a non-empty subset of {sorted(allowed)}; got {bad}"
+            )
+        return self
+
 
 class PolicySettings(BaseModel):
     """Authorization decisions (OPA): in-process Rego in embedded mode, OPA over HTTP in cluster."""
@@ -202,6 +221,11 @@ class PolicySettings(BaseModel):
     opa_url: str | None = Field(default=None, description="OPA base URL, e.g. http://opa:8181")
     decision_path: str = "llmflow/authz/decision"
     timeout_s: float = 2.0
+    data_file: Path | None = Field(
+        default=None,
+        description='embedded mode: the OPA data document (JSON, {"llmflow": {...}}) to load '
+        "instead of <policies_dir>/opa/data.json, e.g. one the tenant control plane writes",
+    )
 
 
 class Settings(BaseSettings):
@@ -226,6 +250,7 @@ class Settings(BaseSettings):
     pii: PiiSettings = Field(default_factory=PiiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    keycloak: KeycloakAdminSettings = Field(default_factory=KeycloakAdminSettings)
     policies_dir: Path = Field(
         default=_DEFAULT_POLICIES, description="policies/ (opa, presidio, k8s) of this release"
     )

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llmflow.errors import LLMFlowError
+from llmflow.errors import LLMFlowError, PiiBlocked
 
 PROBLEM_TYPE = "https://llmflow.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -61,8 +61,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LLMFlowError)
     async def _domain(request: Request, exc: LLMFlowError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        errors = (
+            [{"entity_type": entity} for entity in exc.entities]
+            if isinstance(exc, PiiBlocked)
+            else None
+        )
         return problem_response(
-            request, exc.status, exc.code, exc.title, exc.detail, headers=headers
+            request, exc.status, exc.code, exc.title, exc.detail, errors=errors, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile, status
 from pydantic import BaseModel, Field
@@ -19,6 +19,11 @@ router = APIRouter(prefix="/v1", tags=["knowledge bases"])
 class KnowledgeBaseCreate(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["hr-rules"])
     description: str = Field(default="", max_length=2000)
+    classification: Literal["public", "internal", "confidential", "secret"] = Field(
+        default="internal",
+        description="data classification: decides the PII policy at ingest and which models "
+        "may see retrieved text",
+    )
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -26,6 +31,7 @@ class KnowledgeBaseOut(BaseModel):
     tenant_id: str
     name: str
     description: str
+    classification: str
     embedding_model: str
     documents: int
 
@@ -83,7 +89,9 @@ async def create_knowledge_base(
     body: KnowledgeBaseCreate, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     _require_edit(principal)
-    kb = await rt.knowledge_bases.create(principal.tenant_id, body.name, body.description)
+    kb = await rt.knowledge_bases.create(
+        principal.tenant_id, body.name, body.description, classification=body.classification
+    )
     return kb.to_dict()
 
 

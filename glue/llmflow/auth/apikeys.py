@@ -11,41 +11,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from llmflow.auth.principal import API_KEY_ROLES, Principal
 from llmflow.errors import InvalidRequest, NotFound, Unauthorized
 from llmflow.knowledge import validate_name
 from llmflow.storage.models import ApiKey, utcnow
 
 KEY_SCHEME = "llmf"
-ROLES = frozenset({"reader", "editor"})
+ROLES = API_KEY_ROLES
 
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: from an API key now, from a verified JWT later (issue 5)."""
-
-    tenant_id: str
-    subject: str
-    knowledge_bases: frozenset[str] = field(default_factory=frozenset)
-    """KB names this principal may read; empty = every KB of the tenant."""
-    roles: frozenset[str] = field(default_factory=frozenset)
-
-    def may_read(self, kb_name: str) -> bool:
-        return not self.knowledge_bases or kb_name in self.knowledge_bases
-
-    def may_edit(self, kb_name: str | None = None) -> bool:
-        """Editors manage documents; creating KBs needs an editor key not limited to KBs."""
-        if "editor" not in self.roles:
-            return False
-        if kb_name is None:
-            return not self.knowledge_bases
-        return self.may_read(kb_name)
+__all__ = ["KEY_SCHEME", "ROLES", "ApiKeys", "IssuedKey", "Principal", "parse_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +102,7 @@ class ApiKeys:
                 subject=f"apikey:{row.id}",
                 knowledge_bases=frozenset(row.knowledge_bases or []),
                 roles=frozenset(row.roles or []),
+                kind="api_key",
             )
 
     async def revoke(self, key_id: str) -> None:

@@ -229,7 +229,9 @@ class IngestService:
             doc.status = DocumentStatus.PROCESSING
             await session.commit()
             try:
-                stats = await self._index(doc)
+                kb = await session.get(KnowledgeBase, doc.kb_id)
+                classification = kb.classification if kb is not None else "internal"
+                stats = await self._index(doc, classification)
             except DocumentError as exc:
                 await self._cleanup_version(doc)
                 self._fail(doc, job, exc.reason, exc.message)
@@ -265,7 +267,7 @@ class IngestService:
         except Exception:  # the original failure matters more; the retry cleans again
             log.exception("cleanup of a failed version failed", extra={"document": doc.id})
 
-    async def _index(self, doc: Document) -> dict[str, Any]:
+    async def _index(self, doc: Document, classification: str) -> dict[str, Any]:
         from llmflow.ingest.partition import partition
 
         rt, settings = self.rt, self.rt.settings
@@ -285,8 +287,12 @@ class IngestService:
 
         t = time.perf_counter()
         if settings.ingest.pii_scan:
-            scanner = await rt.pii_scanner()
-            report = await asyncio.to_thread(scanner.scan_elements, [e.text for e in elements])
+            from llmflow.ingest.pii import apply_pii_policy
+
+            guard = await rt.pii_guard()
+            elements, report = await asyncio.to_thread(
+                apply_pii_policy, guard, elements, doc.tenant_id, classification
+            )
             doc.pii_report = report.to_dict()
         timings["pii_s"] = time.perf_counter() - t
 

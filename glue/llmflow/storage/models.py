@@ -60,6 +60,7 @@ class KnowledgeBase(Base):
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
+    classification: Mapped[str] = mapped_column(String(16), default="internal")
     embedding_model: Mapped[str] = mapped_column(String(200))
     collection: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
