@@ -22,6 +22,7 @@ look-arounds on digits and Hangul instead of ``\\b``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -513,6 +514,25 @@ def _result(
     )
 
 
+_local = threading.local()
+
+
+def _lowered(text: str) -> str:
+    """``text.lower()``, computed once per text for all recognizers of one analysis."""
+    cached: tuple[str, str] | None = getattr(_local, "lowered", None)
+    if cached is None or cached[0] is not text:
+        cached = (text, text.lower())
+        _local.lowered = cached
+    return cached[1]
+
+
+def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:  # a plain loop: no generator frame per rule and text
+        if needle in text:
+            return True
+    return False
+
+
 class KoreanRegexRecognizer(EntityRecognizer):
     """Regex rules of one entity type; a named group ``v`` narrows the reported span."""
 
@@ -538,16 +558,13 @@ class KoreanRegexRecognizer(EntityRecognizer):
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
         validator = self.spec.validator
-        lowered: str | None = None
         for pattern, rule in self.rules:
             labelled = rule.name == "labelled"
-            if rule.triggers:
-                if labelled:  # labels match case-insensitively
-                    lowered = text.lower() if lowered is None else lowered
-                    if not any(t in lowered for t in rule.triggers):
-                        continue
-                elif not any(t in text for t in rule.triggers):
-                    continue
+            # labels match case-insensitively
+            if rule.triggers and not _contains_any(
+                _lowered(text) if labelled else text, rule.triggers
+            ):
+                continue
             for match in pattern.finditer(text):
                 group = "v" if "v" in pattern.groupindex else 0
                 start, end = match.span(group)
