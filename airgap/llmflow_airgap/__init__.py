@@ -1,7 +1,7 @@
 """LLMFlow offline bundle tool (lock, build, verify, install).
 
-`validate`, `schema`, `plan`, `keygen`, `lock`, `build`, `verify` and `push` (install step 1)
-work today; the rest of `install` arrives with the rest of issue 7.
+`validate`, `schema`, `plan`, `keygen`, `lock`, `build`, `verify`, `push`, `install`, `diff`,
+`status` and `prune`; see `cli.py` for the command line.
 """
 
 __version__ = "0.1.0"

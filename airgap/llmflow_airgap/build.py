@@ -24,6 +24,8 @@ from llmflow_airgap.bundle import (
     CHARTS_DIR,
     CHECKSUMS_NAME,
     CONTAINERD_NAME_ANNOTATION,
+    DISTRIBUTION_DIR,
+    HELM_BINARY,
     IMAGES_DIR,
     LOCK_NAME,
     MANIFEST_NAME,
@@ -44,6 +46,7 @@ from llmflow_airgap.errors import BundleError, DigestMismatchError
 from llmflow_airgap.events import Reporter, human_size
 from llmflow_airgap.images import parse_image
 from llmflow_airgap.lockfile import LockedChart, Lockfile, dump_lockfile, load_lockfile
+from llmflow_airgap.platform import load_platform
 from llmflow_airgap.registry import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, RegistryClient
 from llmflow_airgap.sbom import build_sbom
 from llmflow_airgap.signing import load_private_key, sign
@@ -67,6 +70,11 @@ class BuildRequest:
     wheelhouse: Path | None = None
     split_size: int | None = None
     parts_dir: Path | None = None
+    # Ship the distribution files (platform.yaml, every values file, our manifests and
+    # monitoring files) under distribution/, so `install` needs nothing but the bundle.
+    platform_file: Path | None = None
+    # A `helm` executable shipped as tools/helm for `install --helm-driver binary`.
+    helm_binary: Path | None = None
     # Called after every chunk written (name, bytes so far); tests use it to interrupt a
     # build at a precise point.
     on_chunk: ChunkHook | None = None
@@ -323,6 +331,45 @@ class _Builder:
                 "wheels.stored", f"{len(self.lock.wheels)} wheels", count=len(self.lock.wheels)
             )
 
+    def copy_in(self, rel: str, source: Path, mode: int | None = None) -> None:
+        """Copy a local file into the bundle, hashing while it streams."""
+        tmp = self.partial / (rel.replace("/", "__") + ".copy")
+        hasher = hashlib.sha256()
+        size = 0
+        with tmp.open("wb") as handle:
+            for chunk in _read_chunks(source):
+                handle.write(chunk)
+                hasher.update(chunk)
+                size += len(chunk)
+        if mode is not None:
+            tmp.chmod(mode)
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        self.record(rel, "sha256:" + hasher.hexdigest(), size)
+
+    def distribution(self, platform_file: Path) -> None:
+        """platform.yaml and every file it points to, under `distribution/`."""
+        platform = load_platform(platform_file)
+        root = platform_file.resolve().parent.parent
+        wanted = {platform_file.resolve().relative_to(root).as_posix()}
+        for component in platform.components:
+            wanted.update(component.values.all_files())
+        for manifest_set in platform.manifests:
+            wanted.update(p.relative_to(root).as_posix() for p in root.glob(manifest_set.path))
+        monitoring = platform.monitoring
+        wanted.update([*monitoring.rule_files, *monitoring.rule_tests, *monitoring.dashboards])
+        for rel in sorted(wanted):
+            source = root / rel
+            if not source.is_file():
+                raise BundleError(f"{rel} (named by {platform_file}) is missing under {root}")
+            self.copy_in(f"{DISTRIBUTION_DIR}/{rel}", source)
+        self.report.event(
+            "distribution.stored",
+            f"{len(wanted)} distribution files under {DISTRIBUTION_DIR}/",
+            files=len(wanted),
+        )
+
     # ------------------------------------------------------------------ finish
 
     def remove_stale(self) -> None:
@@ -393,6 +440,10 @@ def build_bundle(request: BuildRequest, reporter: Reporter | None = None) -> Bui
             builder.chart(client, http, chart)
     builder.models()
     builder.wheels()
+    if request.platform_file is not None:
+        builder.distribution(request.platform_file)
+    if request.helm_binary is not None:
+        builder.copy_in(HELM_BINARY, request.helm_binary, mode=0o755)
     lock_copy = builder.partial / LOCK_NAME
     dump_lockfile(lock, lock_copy)
     lock_digest, lock_size = sha256_file(lock_copy)

@@ -6,6 +6,8 @@
       charts/<name>-<version>.tgz
       models/<served-name>/<files of the snapshot>
       wheels/<wheel or sdist>
+      distribution/           platform.yaml, values, manifests (`build --platform`)
+      tools/helm              a helm executable (`build --helm-binary`)
       platform.lock.yaml      the lockfile the bundle was built from
       sbom.cdx.json           CycloneDX 1.5
       manifest.json           every file above with sha256 and size (signed)
@@ -30,6 +32,8 @@ BLOBS_DIR = f"{IMAGES_DIR}/blobs/sha256"
 CHARTS_DIR = "charts"
 MODELS_DIR = "models"
 WHEELS_DIR = "wheels"
+DISTRIBUTION_DIR = "distribution"
+HELM_BINARY = "tools/helm"
 PARTIAL_DIR = ".partial"
 LOCK_NAME = "platform.lock.yaml"
 SBOM_NAME = "sbom.cdx.json"
@@ -60,10 +64,20 @@ class BundleManifest:
     lock_sha256: str
     images: list[dict[str, str]]
     files: list[BundleFile]
+    # Set on a differential bundle (`diff`): what it was cut against and which image blobs
+    # it leaves out because the site already has them. Absent from full bundles, so their
+    # signed bytes are unchanged.
+    differential: dict[str, Any] | None = None
+
+    def omitted_blobs(self) -> dict[str, int]:
+        """Digest -> size of the blobs a differential bundle leaves out (empty if full)."""
+        if not self.differential:
+            return {}
+        return {str(b["digest"]): int(b["size"]) for b in self.differential.get("omittedBlobs", [])}
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, fixed separators): what the signature covers."""
-        document = {
+        document: dict[str, Any] = {
             "apiVersion": "llmflow.io/v1alpha1",
             "kind": MANIFEST_KIND,
             "platform": self.platform,
@@ -71,6 +85,8 @@ class BundleManifest:
             "images": self.images,
             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files],
         }
+        if self.differential is not None:
+            document["differential"] = self.differential
         return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8")
 
     @classmethod
@@ -88,6 +104,7 @@ class BundleManifest:
                     BundleFile(str(f["path"]), str(f["sha256"]), int(f["size"]))
                     for f in raw["files"]
                 ],
+                differential=dict(raw["differential"]) if raw.get("differential") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BundleError(f"{MANIFEST_NAME} is malformed: {exc}") from exc

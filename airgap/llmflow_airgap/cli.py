@@ -2,23 +2,27 @@
 
 Subcommands: `validate` (the distribution files, offline), `schema` (the JSON schema of
 `platform.yaml` or of the lockfile), `plan` (install order for a profile), and the bundle
-commands of issue 7 that work today: `keygen`, `lock`, `build`, `verify` and `push` (the
-first step of `install`). `install` itself (preflight, helm) is not offered until it works,
-rather than pretending to.
+commands: `keygen`, `lock`, `build`, `verify`, `push` (images only), `install` (preflight,
+pushes, Helm releases with health gates, resumable), `diff` (differential bundle), `status`
+and `prune`.
 
-Exit codes: 0 success, 1 the bundle or distribution files were refused, 2 an operator error
-(bad arguments, unreachable registry, missing input).
+Exit codes: 0 success, 1 the bundle or distribution files were refused (or preflight refused
+the install, or `status` found the site not up to date), 2 an operator error (bad arguments,
+unreachable registry, missing input, a failed release or gate).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmflow_airgap import __version__
 from llmflow_airgap.build import BuildRequest, build_bundle
+from llmflow_airgap.bundle import HELM_BINARY
 from llmflow_airgap.errors import AirgapError
 from llmflow_airgap.events import Reporter
 from llmflow_airgap.lock import LockRequest, create_lock
@@ -31,6 +35,10 @@ from llmflow_airgap.sources import parse_url_mirror
 from llmflow_airgap.split import parse_size
 from llmflow_airgap.validate import DEFAULT_KUBERNETES_VERSION, ValidationInput, validate
 from llmflow_airgap.verify import verify_bundle, verify_parts
+
+if TYPE_CHECKING:
+    from llmflow_airgap.helm.base import HelmDriver
+    from llmflow_airgap.kube import KubeAccess
 
 DEFAULT_PLATFORM = Path("platform/platform.yaml")
 
@@ -180,6 +188,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             wheelhouse=args.wheelhouse,
             split_size=parse_size(args.split_size) if args.split_size else None,
             parts_dir=args.parts_dir,
+            platform_file=args.platform,
+            helm_binary=args.helm_binary,
         ),
         _reporter(args),
     )
@@ -214,6 +224,169 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _kube_access(args: argparse.Namespace) -> KubeAccess:
+    from llmflow_airgap.kube import KubeAccess, KubernetesError, load_kubeconfig
+
+    if args.kube_server:
+        if args.kube_token_file is None:
+            raise KubernetesError("--kube-server needs --kube-token-file")
+        token = args.kube_token_file.read_text(encoding="utf-8").strip()
+        ca = args.kube_ca_file.read_text(encoding="ascii") if args.kube_ca_file else None
+        return KubeAccess(server=args.kube_server.rstrip("/"), token=token, ca_pem=ca)
+    path = args.kubeconfig or Path(os.path.expanduser("~/.kube/config"))
+    return load_kubeconfig(path, args.kube_context)
+
+
+def _helm_kubeconfig(access: KubeAccess, work_dir: Path) -> Path:
+    """The kubeconfig Helm reads: the operator's, or one written (0600) from token + CA."""
+    import base64
+
+    import yaml
+
+    if access.kubeconfig is not None:
+        return access.kubeconfig
+    cluster: dict[str, object] = {"server": access.server}
+    if access.ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(access.ca_pem.encode()).decode()
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "site", "cluster": cluster}],
+        "users": [{"name": "installer", "user": {"token": access.token}}],
+        "contexts": [{"name": "site", "context": {"cluster": "site", "user": "installer"}}],
+        "current-context": "site",
+    }
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "kubeconfig"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(document, handle)
+    return path
+
+
+def _helm_driver(args: argparse.Namespace, access: KubeAccess | None) -> HelmDriver:
+    kubeconfig = _helm_kubeconfig(access, args.work_dir) if access is not None else None
+    context = access.context if access is not None else None
+    if args.helm_driver == "binary":
+        from llmflow_airgap.helm.binary import BinaryHelmDriver
+
+        binary = args.helm_binary or args.bundle / HELM_BINARY
+        return BinaryHelmDriver(binary, args.work_dir, kubeconfig, context)
+    from llmflow_airgap.helm.sdk import SdkHelmDriver
+
+    return SdkHelmDriver(kubeconfig, context)
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from llmflow_airgap.install import (
+        PlanRequest,
+        PreflightFailed,
+        build_plan,
+        default_platform_file,
+        run_install,
+    )
+    from llmflow_airgap.kube import KubeClient
+
+    reporter = _reporter(args)
+    platform_file = args.platform or default_platform_file(args.bundle, DEFAULT_PLATFORM)
+    plan = build_plan(
+        PlanRequest(
+            bundle=args.bundle,
+            platform_file=platform_file,
+            registry=args.registry,
+            profile=Profile(args.profile),
+            work_dir=args.work_dir,
+            tenants=tuple(args.tenant),
+            min_free_bytes=parse_size(args.min_free),
+        )
+    )
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"event": "install.plan", **plan.to_json()}, sort_keys=True))
+        else:
+            for line in plan.lines():
+                print(line)
+        return 0
+    if not args.skip_verify:
+        if args.public_key is None:
+            print("error: --public-key is required (or --skip-verify)", file=sys.stderr)
+            return 2
+        if not verify_bundle(args.bundle, args.public_key, reporter).ok:
+            return 1
+    access = _kube_access(args)
+    driver = _helm_driver(args, access)
+    chunk = parse_size(args.chunk_size) if args.chunk_size else None
+    with KubeClient(access) as kube:
+        try:
+            run_install(
+                plan,
+                work_dir=args.work_dir,
+                driver=driver,
+                kube=kube,
+                reporter=reporter,
+                resume=args.resume,
+                chunk_size=chunk,
+            )
+        except PreflightFailed as exc:
+            reporter.event("install.refused", f"REFUSED: {exc}", detail=str(exc))
+            return 1
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from llmflow_airgap.diff import DiffRequest, diff_bundle
+
+    if args.public_key is not None and not verify_bundle(args.bundle, args.public_key).ok:
+        print(f"error: {args.bundle} does not verify; refusing to cut a diff", file=sys.stderr)
+        return 1
+    diff_bundle(
+        DiffRequest(
+            bundle=args.bundle,
+            output=args.output,
+            signing_key=args.key,
+            against_registry=args.registry,
+            against_lock=args.against_lock,
+            against_bundle=args.against_bundle,
+        ),
+        _reporter(args),
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from llmflow_airgap.status import bundle_status
+
+    driver = None
+    if args.kubeconfig is not None or args.kube_server:
+        driver = _helm_driver(args, _kube_access(args))
+    report = bundle_status(args.bundle, args.work_dir, args.registry, driver)
+    if args.json:
+        print(json.dumps({"event": "status", **report.document}, sort_keys=True))
+    else:
+        for line in report.lines:
+            print(line)
+    return 0 if report.up_to_date else 1
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from llmflow_airgap.install import history_locks
+    from llmflow_airgap.lockfile import load_lockfile
+    from llmflow_airgap.prune import prune_registry
+
+    paths = list(args.lock) if args.lock else history_locks(args.work_dir)
+    if not paths:
+        print(
+            f"error: no lockfiles (none under {args.work_dir}/history, no --lock)", file=sys.stderr
+        )
+        return 2
+    if args.keep < 1:
+        print("error: --keep must be at least 1", file=sys.stderr)
+        return 2
+    history = [load_lockfile(p) for p in paths]
+    prune_registry(args.registry, history, args.keep, apply=args.apply, reporter=_reporter(args))
+    return 0
+
+
 def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry-mirror",
@@ -242,6 +415,32 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wheelhouse", type=Path, default=None, help="directory of wheels (pip download -d)"
+    )
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(".llmflow-install"),
+        help="install state, push sessions, history (default .llmflow-install)",
+    )
+    parser.add_argument("--kubeconfig", type=Path, default=None, help="default ~/.kube/config")
+    parser.add_argument("--kube-context", default=None)
+    parser.add_argument("--kube-server", default=None, help="API server URL (with a token)")
+    parser.add_argument("--kube-token-file", type=Path, default=None, help="bearer token file")
+    parser.add_argument("--kube-ca-file", type=Path, default=None, help="API server CA (PEM)")
+    parser.add_argument(
+        "--helm-driver",
+        choices=["sdk", "binary"],
+        default="sdk",
+        help="sdk: helm-python-sdk (the helm extra); binary: a helm executable",
+    )
+    parser.add_argument(
+        "--helm-binary",
+        type=Path,
+        default=None,
+        help="helm executable (default <bundle>/tools/helm)",
     )
 
 
@@ -338,6 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--parts-dir", type=Path, default=None, help="where parts go (default: beside the bundle)"
     )
+    build.add_argument(
+        "--platform",
+        type=Path,
+        default=None,
+        help="also ship this platform.yaml with its values, manifests and monitoring files "
+        "under distribution/ (what install reads by default)",
+    )
+    build.add_argument(
+        "--helm-binary", type=Path, default=None, help="ship this helm executable as tools/helm"
+    )
     _add_sources(build)
     build.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     build.set_defaults(func=_cmd_build)
@@ -383,6 +592,91 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
     push.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     push.set_defaults(func=_cmd_push)
+
+    install = sub.add_parser(
+        "install",
+        help="preflight, push, helm upgrade --install in order with health gates (resumable)",
+        description="Verify the bundle; run blocking preflight checks (Kubernetes version, "
+        "Ready nodes, nvidia.com/gpu, default StorageClass, registry writable, free disk); push "
+        "images and charts to the site registry; helm upgrade --install every component of "
+        "the profile in dependency order with the air-gap overlay pinned by digest; wait for "
+        "each component's health gates; run post-install steps. Finished steps are recorded "
+        "in <work-dir>/install-state.json; --resume skips them. --dry-run prints the plan.",
+    )
+    install.add_argument("bundle", type=Path)
+    install.add_argument("--registry", required=True, help="site registry host[:port] or URL")
+    install.add_argument("--profile", choices=[p.value for p in Profile], default="standard")
+    install.add_argument(
+        "--platform",
+        type=Path,
+        default=None,
+        help="platform.yaml (values paths are relative to its parent's parent; default: the "
+        "bundle's distribution/ copy, else platform/platform.yaml)",
+    )
+    install.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        help="tenant namespace for tenant-scoped components (Dify). Repeatable.",
+    )
+    install.add_argument("--resume", action="store_true", help="skip steps finished before")
+    install.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
+    install.add_argument("--public-key", type=Path, default=None, help="verify with this key")
+    install.add_argument("--skip-verify", action="store_true", help="trust a verified bundle")
+    install.add_argument("--min-free", default="1G", metavar="SIZE", help="free disk required")
+    install.add_argument("--chunk-size", default=None, metavar="SIZE", help="upload chunk size")
+    _add_cluster(install)
+    install.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    install.set_defaults(func=_cmd_install)
+
+    diff = sub.add_parser(
+        "diff",
+        help="cut a differential bundle holding only the image blobs the site lacks",
+        description="From a full bundle, write a signed differential bundle without the image "
+        "blobs the site already has: asked from its registry (--registry), derived from the "
+        "lockfile of its last install (--against-lock) or from the previous bundle "
+        "(--against-bundle). verify accepts it by its manifest flag; push mounts the absent "
+        "blobs at the site and fails if the site lacks one.",
+    )
+    diff.add_argument("bundle", type=Path, help="the full bundle")
+    diff.add_argument("-o", "--output", type=Path, required=True)
+    diff.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    diff.add_argument("--public-key", type=Path, default=None, help="verify the input first")
+    against = diff.add_mutually_exclusive_group(required=True)
+    against.add_argument("--registry", default=None, help="the site registry to ask")
+    against.add_argument("--against-lock", type=Path, default=None)
+    against.add_argument("--against-bundle", type=Path, default=None)
+    diff.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    diff.set_defaults(func=_cmd_diff)
+
+    status = sub.add_parser(
+        "status",
+        help="what is installed (state file, cluster, registry) against a bundle",
+        description="Compare a bundle with the install state file, with the cluster's Helm "
+        "releases (when cluster access is given) and with the site registry (when --registry "
+        "is given). Exit 1 when the site is not up to date with the bundle.",
+    )
+    status.add_argument("bundle", type=Path)
+    status.add_argument("--registry", default=None, help="site registry host[:port] or URL")
+    _add_cluster(status)
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.set_defaults(func=_cmd_status)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete site-registry images no recent release references (dry run by default)",
+        description="Keep every image and chart the --keep newest lockfiles reference (from "
+        "<work-dir>/history, written by each completed install, or --lock, newest first); "
+        "delete the other tagged manifests of LLMFlow's repositories with --apply. The "
+        "registry must allow deletes; run its garbage collector afterwards to free space.",
+    )
+    prune.add_argument("--registry", required=True)
+    prune.add_argument("--keep", type=int, default=2, help="releases to keep (default 2)")
+    prune.add_argument("--lock", type=Path, action="append", default=[], help="newest first")
+    prune.add_argument("--work-dir", type=Path, default=Path(".llmflow-install"))
+    prune.add_argument("--apply", action="store_true", help="really delete")
+    prune.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    prune.set_defaults(func=_cmd_prune)
     return parser
 
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmflow_airgap.bundle import BLOBS_DIR, IMAGES_DIR, REF_NAME_ANNOTATION
+from llmflow_airgap.bundle import (
+    BLOBS_DIR,
+    IMAGES_DIR,
+    MANIFEST_NAME,
+    REF_NAME_ANNOTATION,
+    BundleManifest,
+)
 from llmflow_airgap.digests import digest_hex
 from llmflow_airgap.errors import BundleError, DigestMismatchError
 from llmflow_airgap.events import Reporter, human_size
@@ -153,6 +159,42 @@ class PushState:
         tmp.replace(self.path)
 
 
+def _omitted_blobs(bundle: Path) -> dict[str, list[str]]:
+    """Blobs a differential bundle leaves out -> site repositories known to hold them."""
+    path = bundle / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    manifest = BundleManifest.parse(path.read_bytes())
+    if not manifest.differential:
+        return {}
+    return {
+        str(entry["digest"]): [str(r) for r in entry.get("repositories", [])]
+        for entry in manifest.differential.get("omittedBlobs", [])
+    }
+
+
+def _ensure_present(
+    client: RegistryClient,
+    host: str,
+    repo: str,
+    digest: str,
+    sources: list[str],
+    holder: dict[str, str],
+) -> str:
+    """A blob the differential bundle lacks must already be at the site: here or mountable."""
+    if client.blob_exists(host, repo, digest):
+        return "exists"
+    candidates = [holder[digest]] if digest in holder else []
+    candidates += [r for r in sources if r not in candidates and r != repo]
+    for source in candidates:
+        if client.mount_blob(host, repo, digest, source):
+            return "mounted"
+    raise BundleError(
+        f"{host} lacks blob {digest} (needed in {repo}) and the differential bundle leaves it "
+        "out: the site is not at the state the bundle was cut against; use a full bundle"
+    )
+
+
 # With a state file, uploads go in chunks of this size so that an interruption loses at
 # most one chunk.
 RESUMABLE_CHUNK = 64 * 1024 * 1024
@@ -181,13 +223,27 @@ def push_bundle(
     result = PushResult(images=len(plans))
     holder: dict[str, str] = {}
     started = time.monotonic()
-    total = sum(dict(b for p in plans for b in p.blobs).values())
+    omitted = _omitted_blobs(bundle)
+    total = sum(
+        size
+        for digest, size in dict(b for p in plans for b in p.blobs).items()
+        if digest not in omitted
+    )
     done = 0
     with RegistryClient({host: endpoint_url(registry)}) as client:
         for plan in plans:
             repo = plan.target_repo
             for digest, size in plan.blobs:
                 path = layout / "blobs/sha256" / digest_hex(digest)
+                if digest in omitted and not path.exists():
+                    status = _ensure_present(client, host, repo, digest, omitted[digest], holder)
+                    holder.setdefault(digest, repo)
+                    if status == "exists":
+                        result.blobs_existing += 1
+                    else:
+                        result.blobs_mounted += 1
+                    report.event("push.blob", "", repo=repo, digest=digest, outcome=status)
+                    continue
                 if path.stat().st_size != size:
                     raise DigestMismatchError(f"{BLOBS_DIR}/{path.name}: size differs; run verify")
                 mount_from = holder.get(digest)

@@ -519,6 +519,103 @@ class RegistryClient:
             return response.status_code == 200
         raise self._fail(response, f"HEAD manifest {host}/{repo}:{reference}")
 
+    def manifest_digest(self, host: str, repo: str, reference: str) -> str | None:
+        """The digest a tag names (`HEAD`, `Docker-Content-Digest`), or None if absent."""
+        response = self._send(
+            "HEAD",
+            host,
+            repo,
+            f"/v2/{repo}/manifests/{reference}",
+            headers={"Accept": ACCEPT_MANIFESTS},
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, f"HEAD manifest {host}/{repo}:{reference}")
+        digest = str(response.headers.get("docker-content-digest", ""))
+        if is_digest(digest):
+            return digest
+        # Without the header the digest is the hash of the exact bytes served.
+        return self.get_manifest(host, repo, reference).digest
+
+    def delete_manifest(self, host: str, repo: str, digest: str) -> bool:
+        """`DELETE` a manifest by digest; False when it was already gone.
+
+        Registries refuse with 405 unless deletion is enabled (`storage.delete.enabled` in
+        docker-registry); that is reported, never ignored.
+        """
+        response = self._send(
+            "DELETE", host, repo, f"/v2/{repo}/manifests/{digest}", actions="pull,push,delete"
+        )
+        response.close()
+        if response.status_code in (200, 202):
+            return True
+        if response.status_code == 404:
+            return False
+        if response.status_code == 405:
+            raise RegistryError(
+                f"{host} refuses to delete manifests (HTTP 405): enable deletion in the "
+                "registry (docker-registry: storage.delete.enabled: true)"
+            )
+        raise self._fail(response, f"DELETE manifest {host}/{repo}@{digest}")
+
+    def delete_blob(self, host: str, repo: str, digest: str) -> bool:
+        """`DELETE` a blob; False when the registry does not allow it (405) or lacks it."""
+        response = self._send(
+            "DELETE", host, repo, f"/v2/{repo}/blobs/{digest}", actions="pull,push,delete"
+        )
+        response.close()
+        if response.status_code in (200, 202):
+            return True
+        if response.status_code in (404, 405):
+            return False
+        raise self._fail(response, f"DELETE blob {host}/{repo}@{digest}")
+
+    def mount_blob(self, host: str, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount of `digest` from `from_repo`; True when it took."""
+        response = self._send(
+            "POST",
+            host,
+            repo,
+            f"/v2/{repo}/blobs/uploads/",
+            actions="pull,push",
+            params={"mount": digest, "from": from_repo},
+        )
+        response.close()
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202 and "location" in response.headers:
+            # The registry opened an upload session instead; cancel it, we have no bytes.
+            cancel = self._send(
+                "DELETE",
+                host,
+                repo,
+                self._absolute(host, response.headers["location"]),
+                actions="pull,push",
+            )
+            cancel.close()
+            return False
+        raise self._fail(response, f"mount {digest} into {host}/{repo}")
+
+    def _paged(self, host: str, repo: str, url: str, key: str) -> list[str]:
+        found: list[str] = []
+        next_url: str | None = url
+        while next_url:
+            response = self._send("GET", host, repo, next_url)
+            if response.status_code == 404:
+                return found
+            if response.status_code != 200:
+                raise self._fail(response, f"GET {next_url}")
+            found.extend(response.json().get(key) or [])
+            link = response.headers.get("link", "")
+            match = re.match(r"^<([^>]+)>", link)
+            next_url = match.group(1) if match else None
+        return found
+
+    def tags(self, host: str, repo: str) -> list[str]:
+        """Every tag of a repository (empty when the repository does not exist)."""
+        return self._paged(host, repo, f"/v2/{repo}/tags/list?n=1000", "tags")
+
     def _absolute(self, host: str, location: str) -> str:
         if location.startswith(("http://", "https://")):
             return location

@@ -124,7 +124,15 @@ def verify_bundle(bundle: Path, public_key: Path, reporter: Reporter | None = No
             )
     result.bytes_checked = done
     _check_checksums(bundle, manifest, refuse)
-    _check_layout(bundle, listed, refuse)
+    omitted = manifest.omitted_blobs()
+    if manifest.differential is not None:
+        report.event(
+            "verify.differential",
+            f"differential bundle: {len(omitted)} image blob(s) left out, expected at the site "
+            f"(cut against {manifest.differential.get('base', '?')})",
+            omitted=len(omitted),
+        )
+    _check_layout(bundle, listed, refuse, omitted)
     report.event(
         "verify.done",
         "bundle OK" if result.ok else f"bundle REFUSED: {len(result.problems)} problem(s)",
@@ -160,7 +168,9 @@ def _check_checksums(bundle: Path, manifest: BundleManifest, refuse: Any) -> Non
         )
 
 
-def _check_layout(bundle: Path, listed: dict[str, Any], refuse: Any) -> None:
+def _check_layout(
+    bundle: Path, listed: dict[str, Any], refuse: Any, omitted: dict[str, int] | None = None
+) -> None:
     index_path = bundle / IMAGES_DIR / "index.json"
     if not index_path.is_file():
         return
@@ -179,6 +189,11 @@ def _check_layout(bundle: Path, listed: dict[str, Any], refuse: Any) -> None:
         seen.add(digest)
         rel = f"{BLOBS_DIR}/{digest.removeprefix('sha256:')}"
         blob = bundle / rel
+        if omitted and digest in omitted:
+            # Left out on purpose by `diff`; the signed manifest says so, with its size.
+            if omitted[digest] != int(descriptor.get("size", -1)):
+                refuse(rel, "bad-blob", "size differs from the signed list of omitted blobs")
+            continue
         if rel not in listed or not blob.is_file():
             refuse(rel, "missing", f"referenced by the image layout ({digest}) but absent")
             continue

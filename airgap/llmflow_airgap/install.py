@@ -1,0 +1,622 @@
+"""`llmflow-airgap install`: from a verified bundle to a running platform, resumably.
+
+The install is a plan of named steps, built offline from the bundle's lockfile and
+`platform.yaml` (so `--dry-run` shows exactly what a real run will do):
+
+1. preflight — blocking checks (`preflight.py`), always re-run, also on `--resume`;
+2. `push-images` — every image into the site registry, digests unchanged (`push.py`);
+3. `chart/<name>-<version>` — every chart archive as an OCI artifact (`chart_push.py`);
+4. `release/<namespace>/<name>` — `helm upgrade --install` in dependency order with the
+   profile's values and the air-gap overlay pinned to the site registry by digest, each
+   followed by its `gate/<namespace>/<name>/<n>` health gates (`gates.py`);
+5. `post/<name>` — post-install steps (`PostInstallStep`), in the order given.
+
+Finished steps are recorded in `<work-dir>/install-state.json` (written atomically after
+every step); `--resume` skips a finished step unless what it would do changed (a release
+whose chart or values differ runs again). The work directory also keeps the upload sessions
+of an interrupted push, the kubeconfig written for Helm, and the lockfile of every completed
+install under `history/` (what `prune --keep N` keeps images for).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmflow_airgap.bundle import CHARTS_DIR, DISTRIBUTION_DIR, LOCK_NAME
+from llmflow_airgap.chart_push import ChartPush, plan_charts, push_chart
+from llmflow_airgap.digests import sha256_file
+from llmflow_airgap.errors import AirgapError, BundleError
+from llmflow_airgap.events import Reporter, human_size
+from llmflow_airgap.gates import GateSpec, wait_for
+from llmflow_airgap.helm.base import HelmDriver, ReleaseSpec
+from llmflow_airgap.kube import KubeClient
+from llmflow_airgap.lockfile import Lockfile, load_lockfile
+from llmflow_airgap.overlay import Rewrite, pin_images
+from llmflow_airgap.platform import Component, Platform, Profile, load_platform
+from llmflow_airgap.preflight import (
+    CheckResult,
+    PreflightSpec,
+    check_gpus,
+    describe_checks,
+    run_preflight,
+)
+from llmflow_airgap.push import PlannedImage, describe_plan, plan_push, push_bundle
+from llmflow_airgap.registry import RegistryClient, endpoint_url
+from llmflow_airgap.values import coalesce, load_values
+
+STATE_NAME = "install-state.json"
+PUSH_STATE_NAME = "push-state.json"
+HISTORY_DIR = "history"
+STATE_KIND = "InstallState"
+GPU_OPERATOR = "gpu-operator"
+GPU_GATE_TIMEOUT_S = 1200
+
+
+class PreflightFailed(AirgapError):
+    """At least one blocking preflight check failed; nothing was changed."""
+
+
+class InstallStateError(AirgapError):
+    """The state file is unreadable or belongs to another bundle."""
+
+
+# ---------------------------------------------------------------------- post-install
+
+
+@dataclass(frozen=True)
+class PostInstallContext:
+    """What a post-install step may use."""
+
+    plan: InstallPlan
+    kube: KubeClient | None
+    reporter: Reporter
+
+
+class PostInstallStep(Protocol):
+    """Extension point: configuration that runs after every release passed its gates.
+
+    `platform.yaml` declares no post-install hooks today, so the CLI registers none. A step
+    (creating Keycloak clients, registering models, installing re-signed Dify plugins) is a
+    class with a unique `name`, a one-line `describe()` for the plan, and an idempotent
+    `run()`; pass instances to `run_install(post_install=[...])`. Its state key is
+    `post/<name>`, so `--resume` skips it once it succeeded.
+    """
+
+    name: str
+
+    def describe(self) -> str:
+        """One line for the plan."""
+
+    def run(self, context: PostInstallContext) -> None:
+        """Do the work; raise an `AirgapError` to stop the install."""
+
+
+# ---------------------------------------------------------------------- plan
+
+
+@dataclass
+class ReleasePlan:
+    """One Helm release of the plan with its values already pinned."""
+
+    component: str
+    name: str
+    namespace: str
+    chart: Path
+    chart_label: str
+    chart_digest: str
+    values_files: list[str]
+    values: dict[str, Any]
+    rewrites: list[Rewrite]
+    timeout_s: int
+    gates: list[GateSpec] = field(default_factory=list)
+
+    @property
+    def step_id(self) -> str:
+        """State key of the release."""
+        return f"release/{self.namespace}/{self.name}"
+
+    def fingerprint(self) -> str:
+        """sha256 of what the release applies: a changed chart or value re-runs it."""
+        text = json.dumps([self.chart_digest, self.values], sort_keys=True, default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def spec(self) -> ReleaseSpec:
+        """What the Helm driver receives."""
+        return ReleaseSpec(
+            name=self.name,
+            namespace=self.namespace,
+            chart=self.chart,
+            values=self.values,
+            timeout_s=self.timeout_s,
+        )
+
+
+@dataclass
+class InstallPlan:
+    """Everything `install` will do, in order (built without touching the network)."""
+
+    bundle: Path
+    platform: Platform
+    lock: Lockfile
+    lock_sha256: str
+    profile: Profile
+    registry: str
+    preflight: PreflightSpec
+    images: list[PlannedImage]
+    charts: list[ChartPush]
+    releases: list[ReleasePlan]
+    post_install: list[PostInstallStep]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def registry_host(self) -> str:
+        """`host[:port]` of the site registry."""
+        return self.registry.split("://", 1)[-1].rstrip("/")
+
+    def gpu_gate_after(self) -> str | None:
+        """Release after which a deferred GPU check is repeated (the GPU operator's)."""
+        for release in self.releases:
+            if release.component == GPU_OPERATOR:
+                return release.step_id
+        return None
+
+    def lines(self) -> list[str]:
+        """The plan for people (`--dry-run`)."""
+        meta = self.platform.metadata
+        out = [
+            f"Install plan: {meta.name} {meta.version}, profile {self.profile}, "
+            f"bundle {self.bundle} (lock {self.lock_sha256[:19]}), registry {self.registry_host}",
+            "",
+            "Preflight (blocking):",
+        ]
+        out += [f"  - {name}: {need}" for name, need in describe_checks(self.preflight)]
+        out += ["", f"Push images to {self.registry_host} (step push-images):"]
+        out += [f"  {line}" for line in describe_plan(self.images, self.registry_host)]
+        out += ["", f"Push charts to oci://{self.registry_host}/charts:"]
+        for chart in self.charts:
+            out.append(
+                f"  chart/{chart.name}-{chart.version} -> {chart.repository}:{chart.tag} "
+                f"({human_size(chart.size)})"
+            )
+        out += ["", "Helm releases, in order (upgrade --install --atomic --wait):"]
+        gpu_after = self.gpu_gate_after() if self.preflight.gpus else None
+        for number, release in enumerate(self.releases, start=1):
+            out.append(
+                f"  {number:2d}. {release.namespace}/{release.name}: {release.chart_label} "
+                f"({release.chart.name}), {len(release.rewrites)} image(s) pinned to "
+                f"{self.registry_host} by digest"
+            )
+            out.append(f"      values: {' + '.join(release.values_files)} + site digests")
+            for rewrite in release.rewrites:
+                out.append(f"      image {rewrite.path}: {rewrite.after}")
+            for gate in release.gates:
+                out.append(f"      gate: {gate.describe()}")
+            if gpu_after == release.step_id:
+                out.append(f"      gate: >= {self.preflight.gpus} nvidia.com/gpu allocatable")
+        out += ["", "Post-install:"]
+        if self.post_install:
+            out += [f"  post/{step.name}: {step.describe()}" for step in self.post_install]
+        else:
+            out.append("  none registered (platform.yaml declares no post-install hooks)")
+        for note in self.notes:
+            out.append(f"Note: {note}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan for CI (`--dry-run --json`)."""
+        return {
+            "platform": {
+                "name": self.platform.metadata.name,
+                "version": self.platform.metadata.version,
+            },
+            "profile": str(self.profile),
+            "lockSha256": self.lock_sha256,
+            "registry": self.registry_host,
+            "preflight": [{"check": n, "requires": r} for n, r in describe_checks(self.preflight)],
+            "images": [
+                {
+                    "source": p.source,
+                    "target": f"{self.registry_host}/{p.target_repo}:{p.tag}",
+                    "blobs": len(p.blobs),
+                    "bytes": sum(s for _, s in p.blobs),
+                }
+                for p in self.images
+            ],
+            "charts": [
+                {
+                    "chart": f"{c.name}-{c.version}",
+                    "target": f"{c.repository}:{c.tag}",
+                    "bytes": c.size,
+                }
+                for c in self.charts
+            ],
+            "releases": [
+                {
+                    "step": r.step_id,
+                    "component": r.component,
+                    "chart": r.chart_label,
+                    "valuesFiles": r.values_files,
+                    "images": [
+                        {"path": w.path, "before": w.before, "after": w.after} for w in r.rewrites
+                    ],
+                    "gates": [g.describe() for g in r.gates],
+                }
+                for r in self.releases
+            ],
+            "postInstall": [s.name for s in self.post_install],
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Inputs of a plan."""
+
+    bundle: Path
+    platform_file: Path
+    registry: str
+    profile: Profile
+    work_dir: Path
+    tenants: tuple[str, ...] = ()
+    min_free_bytes: int = 1024**3
+    post_install: tuple[PostInstallStep, ...] = ()
+
+
+def _release_values(
+    root: Path, component: Component, profile: Profile
+) -> tuple[list[str], dict[str, Any]]:
+    files = component.values.layered(profile)
+    merged: dict[str, Any] = {}
+    for rel in files:
+        path = root / rel
+        if not path.is_file():
+            raise BundleError(f"values file {rel} of {component.name} is missing under {root}")
+        merged = coalesce(merged, load_values(path))
+    return files, merged
+
+
+def build_plan(request: PlanRequest) -> InstallPlan:
+    """Read the bundle and platform.yaml into an install plan (no network)."""
+    bundle = request.bundle
+    lock_path = bundle / LOCK_NAME
+    lock = load_lockfile(lock_path)
+    lock_sha, _ = sha256_file(lock_path)
+    platform = load_platform(request.platform_file)
+    platform_sha, _ = sha256_file(request.platform_file)
+    if platform_sha != lock.platform.sha256:
+        raise BundleError(
+            f"{request.platform_file} is not the platform.yaml the bundle was locked from "
+            f"(lock: {lock.platform.sha256}, file: {platform_sha})"
+        )
+    root = request.platform_file.resolve().parent.parent
+    site = request.registry.split("://", 1)[-1].rstrip("/")
+    charts_by_component = {c.component: c for c in lock.charts}
+    releases: list[ReleasePlan] = []
+    notes: list[str] = []
+    for component in platform.install_order():
+        if request.profile not in component.profiles:
+            continue
+        chart = charts_by_component.get(component.name)
+        if chart is None:
+            raise BundleError(f"the bundle's lockfile has no chart for component {component.name}")
+        namespaces = [component.namespace]
+        if component.scope == "tenant":
+            namespaces = list(request.tenants)
+            if not namespaces:
+                notes.append(
+                    f"{component.name} is installed per tenant: no --tenant given, so none now"
+                )
+        files, merged = _release_values(root, component, request.profile)
+        values, rewrites = pin_images(merged, lock.images, platform.registry.host, site)
+        timeout = max([600, *(c.timeout_seconds for c in component.health_checks)])
+        for namespace in namespaces:
+            release = ReleasePlan(
+                component=component.name,
+                name=component.name,
+                namespace=namespace,
+                chart=bundle / CHARTS_DIR / f"{chart.name}-{chart.version}.tgz",
+                chart_label=f"{chart.name} {chart.version}",
+                chart_digest=chart.digest,
+                values_files=files,
+                values=values,
+                rewrites=rewrites,
+                timeout_s=timeout,
+            )
+            release.gates = [
+                GateSpec(component.name, namespace, c) for c in component.health_checks
+            ]
+            releases.append(release)
+    names = {r.component for r in releases}
+    spec = PreflightSpec(
+        nodes=platform.profiles[request.profile].nodes,
+        gpus=platform.profiles[request.profile].gpus,
+        registry=site,
+        disk_paths=(request.work_dir, bundle),
+        min_free_bytes=request.min_free_bytes,
+        gpu_operator_in_plan=GPU_OPERATOR in names,
+    )
+    return InstallPlan(
+        bundle=bundle,
+        platform=platform,
+        lock=lock,
+        lock_sha256=lock_sha,
+        profile=request.profile,
+        registry=request.registry,
+        preflight=spec,
+        images=plan_push(bundle),
+        charts=plan_charts(bundle, lock.charts),
+        releases=releases,
+        post_install=list(request.post_install),
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------- state
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write, fsync, rename: a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        # Insertion order is the order steps finished in: keep it readable.
+        json.dump(document, handle, indent=1)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class InstallState:
+    """`install-state.json`: which steps finished, for which bundle and profile."""
+
+    def __init__(self, path: Path, document: dict[str, Any]) -> None:
+        self.path = path
+        self.document = document
+
+    @classmethod
+    def read(cls, path: Path) -> dict[str, Any] | None:
+        """The state document, or None when there is none."""
+        if not path.is_file():
+            return None
+        try:
+            document: Any = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InstallStateError(f"install state {path} is unreadable: {exc}") from exc
+        if not isinstance(document, dict) or document.get("kind") != STATE_KIND:
+            raise InstallStateError(f"{path} is not an install state file")
+        return document
+
+    @classmethod
+    def open(cls, path: Path, plan: InstallPlan, resume: bool) -> InstallState:
+        """Start a new state, or continue the existing one with `resume`."""
+        identity = {
+            "lockSha256": plan.lock_sha256,
+            "profile": str(plan.profile),
+            "registry": plan.registry_host,
+        }
+        existing = cls.read(path) if resume else None
+        if existing is not None:
+            previous = {k: existing.get(k) for k in identity}
+            if previous != identity:
+                raise InstallStateError(
+                    f"{path} records another install ({previous}); this one is {identity}: "
+                    "run without --resume to start over"
+                )
+            return cls(path, existing)
+        document = {
+            "apiVersion": "llmflow.io/v1alpha1",
+            "kind": STATE_KIND,
+            **identity,
+            "platform": {
+                "name": plan.platform.metadata.name,
+                "version": plan.platform.metadata.version,
+            },
+            "startedAt": _now(),
+            "steps": {},
+        }
+        state = cls(path, document)
+        state.save()
+        return state
+
+    @property
+    def steps(self) -> dict[str, Any]:
+        """Finished steps by id."""
+        steps: dict[str, Any] = self.document.setdefault("steps", {})
+        return steps
+
+    def finished(self, step: str, fingerprint: str | None = None) -> bool:
+        """Whether `step` finished (with the same fingerprint, when one is given)."""
+        entry = self.steps.get(step)
+        if not entry or entry.get("status") != "done":
+            return False
+        return fingerprint is None or entry.get("fingerprint") == fingerprint
+
+    def mark(self, step: str, **details: Any) -> None:
+        """Record a finished step and save at once."""
+        self.steps[step] = {**details, "status": "done", "finishedAt": _now()}
+        self.save()
+
+    def save(self) -> None:
+        """Write the state file atomically."""
+        write_json_atomic(self.path, self.document)
+
+
+# ---------------------------------------------------------------------- run
+
+
+@dataclass
+class InstallResult:
+    """What a run did."""
+
+    preflight: list[CheckResult] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_install(
+    plan: InstallPlan,
+    *,
+    work_dir: Path,
+    driver: HelmDriver,
+    kube: KubeClient,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    chunk_size: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    gate_interval: float = 5.0,
+) -> InstallResult:
+    """Execute the plan: preflight, pushes, releases with gates, post-install steps."""
+    report = reporter or Reporter(quiet=True)
+    result = InstallResult()
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_check(check: CheckResult) -> None:
+        verdict = "ok" if check.ok else ("deferred" if check.deferred else "FAILED")
+        report.event(
+            "preflight.check",
+            f"preflight {check.name}: {verdict} - {check.message}",
+            check=check.name,
+            ok=check.ok,
+            deferred=check.deferred,
+            detail=check.message,
+        )
+
+    with RegistryClient({plan.registry_host: endpoint_url(plan.registry)}) as registry:
+        result.preflight = run_preflight(plan.preflight, kube, registry, on_check)
+        failed = [c for c in result.preflight if c.fails]
+        if failed:
+            raise PreflightFailed(
+                "preflight refused the install: "
+                + "; ".join(f"{c.name}: {c.message}" for c in failed)
+            )
+        gpu_deferred = any(c.deferred for c in result.preflight)
+        state = InstallState.open(work_dir / STATE_NAME, plan, resume)
+
+        def step(
+            step_id: str, fingerprint: str | None, action: Callable[[], dict[str, Any]]
+        ) -> None:
+            if resume and state.finished(step_id, fingerprint):
+                result.skipped.append(step_id)
+                report.event("step.skipped", f"{step_id}: done before, skipped", step=step_id)
+                return
+            report.event("step.started", f"{step_id} ...", step=step_id)
+            details = action()
+            if fingerprint is not None:
+                details["fingerprint"] = fingerprint
+            state.mark(step_id, **details)
+            result.ran.append(step_id)
+            report.event("step.done", f"{step_id}: done", step=step_id, **details)
+
+        def push_images() -> dict[str, Any]:
+            pushed = push_bundle(
+                plan.bundle,
+                plan.registry,
+                report,
+                chunk_size=chunk_size,
+                state_file=work_dir / PUSH_STATE_NAME,
+            )
+            return {"uploaded": pushed.blobs_uploaded, "bytesUploaded": pushed.bytes_uploaded}
+
+        step("push-images", plan.lock_sha256, push_images)
+        for chart in plan.charts:
+
+            def push_one(chart: ChartPush = chart) -> dict[str, Any]:
+                digest, uploaded = push_chart(registry, plan.registry_host, chart)
+                return {"manifestDigest": digest, "uploaded": uploaded}
+
+            step(f"chart/{chart.name}-{chart.version}", chart.digest, push_one)
+
+    gpu_after = plan.gpu_gate_after() if gpu_deferred else None
+    for release in plan.releases:
+
+        def apply(release: ReleasePlan = release) -> dict[str, Any]:
+            info = driver.upgrade_install(release.spec())
+            return {"revision": info.revision, "helmStatus": info.status, "chart": info.chart}
+
+        step(release.step_id, release.fingerprint(), apply)
+        for number, gate in enumerate(release.gates, start=1):
+
+            def wait(gate: GateSpec = gate) -> dict[str, Any]:
+                def waiting(seen: str) -> None:
+                    report.event("gate.waiting", f"  waiting: {gate.describe()}: {seen}")
+
+                seen = wait_for(kube, gate, sleep=sleep, interval=gate_interval, on_wait=waiting)
+                return {"seen": seen}
+
+            step(f"gate/{release.namespace}/{release.name}/{number}", release.fingerprint(), wait)
+        if release.step_id == gpu_after:
+
+            def gpus() -> dict[str, Any]:
+                deadline = time.monotonic() + GPU_GATE_TIMEOUT_S
+                while True:
+                    check = check_gpus(kube, plan.preflight.gpus, operator_in_plan=False)
+                    if check.ok:
+                        return {"seen": check.message}
+                    if time.monotonic() >= deadline:
+                        raise PreflightFailed(f"after the GPU operator: {check.message}")
+                    sleep(gate_interval)
+
+            step("gate/gpu-allocatable", None, gpus)
+    context = PostInstallContext(plan=plan, kube=kube, reporter=report)
+    for post in plan.post_install:
+
+        def run_post(post: PostInstallStep = post) -> dict[str, Any]:
+            post.run(context)
+            return {}
+
+        step(f"post/{post.name}", None, run_post)
+    state.document["completedAt"] = _now()
+    state.save()
+    record_history(work_dir, plan)
+    report.event(
+        "install.done",
+        f"install complete: {len(plan.releases)} releases ({len(result.ran)} steps run, "
+        f"{len(result.skipped)} skipped as done before)",
+        ran=len(result.ran),
+        skipped=len(result.skipped),
+    )
+    return result
+
+
+def history_dir(work_dir: Path) -> Path:
+    """Where the lockfiles of completed installs are kept."""
+    return work_dir / HISTORY_DIR
+
+
+def record_history(work_dir: Path, plan: InstallPlan) -> Path:
+    """Keep the installed lockfile (named by time and digest) for `prune --keep N`."""
+    folder = history_dir(work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for existing in folder.glob(f"*-{plan.lock_sha256[7:19]}.lock.yaml"):
+        return existing
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    target = folder / f"{stamp}-{plan.lock_sha256[7:19]}.lock.yaml"
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(plan.bundle / LOCK_NAME, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def history_locks(work_dir: Path) -> list[Path]:
+    """Installed lockfiles, newest first."""
+    return sorted(history_dir(work_dir).glob("*.lock.yaml"), reverse=True)
+
+
+def default_platform_file(bundle: Path, fallback: Path) -> Path:
+    """The bundle's own copy of the distribution files if it has one, else `fallback`."""
+    inside = bundle / DISTRIBUTION_DIR / "platform" / "platform.yaml"
+    return inside if inside.is_file() else fallback

@@ -1,0 +1,175 @@
+"""OpenAI-compatible gateway routes (``/v1/chat/completions`` …) and ``GET /v1/usage``.
+
+Errors on these routes use OpenAI's ``{"error": {...}}`` shape, which OpenAI clients (Dify's
+OpenAI-API-compatible provider, the openai SDK) parse; credential errors keep the platform's
+problem details.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from llmflow.api.deps import PrincipalDep, RuntimeDep
+from llmflow.api.problems import problem_responses
+from llmflow.errors import LLMFlowError
+from llmflow.gateway.service import GatewayRequestError
+from llmflow.gateway.upstream import UpstreamError, error_type, openai_error
+
+router = APIRouter(tags=["gateway"])
+
+ClassificationHeader = Annotated[
+    Literal["public", "internal", "confidential", "secret"],
+    Header(
+        alias="X-Data-Classification",
+        description="classification of the data in this request; the policy decides which "
+        "models may see it (confidential and secret never reach an external model)",
+    ),
+]
+
+_OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": "OpenAI error document {error: {message, type, param, code}}"}
+    for s in (400, 404, 413, 422, 429, 502, 503, 504)
+}
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > limit:
+        raise GatewayRequestError(413, f"request body over {limit:,} bytes", "body_too_large")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise GatewayRequestError(400, "the body is not valid JSON", "invalid_json") from exc
+    if not isinstance(body, dict):
+        raise GatewayRequestError(400, "the body must be a JSON object", "invalid_request")
+    return body
+
+
+def _error(exc: GatewayRequestError | UpstreamError) -> JSONResponse:
+    headers = exc.headers if isinstance(exc, GatewayRequestError) else None
+    return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+
+
+async def _proxy(
+    request: Request,
+    rt: Any,
+    principal: Any,
+    classification: str,
+    kind: str,
+    path: str,
+    streamable: bool,
+) -> Response:
+    gateway = await rt.gateway()
+    try:
+        body = await _body(request, gateway.settings.max_body_bytes)
+        ctx = await gateway.prepare(principal, body, kind, classification)
+        body = await gateway.guard_prompt(ctx, body)
+        if streamable and body.get("stream") is True:
+            events = await gateway.stream(ctx, path, body)
+            return StreamingResponse(
+                events,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return JSONResponse(await gateway.call(ctx, path, body))
+    except (GatewayRequestError, UpstreamError) as exc:
+        return _error(exc)
+    except LLMFlowError as exc:  # policy (403), audit (503): still in OpenAI's shape
+        return JSONResponse(
+            openai_error(exc.detail, error_type(exc.status), exc.code), status_code=exc.status
+        )
+
+
+@router.post("/v1/chat/completions", responses=_OPENAI_ERRORS)
+async def chat_completions(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep,
+    classification: ClassificationHeader = "internal",
+) -> Response:  # fmt: skip
+    """OpenAI chat completions (streaming with ``"stream": true``)."""
+    return await _proxy(
+        request, rt, principal, classification, "chat", "/v1/chat/completions", True
+    )
+
+
+@router.post("/v1/completions", responses=_OPENAI_ERRORS)
+async def completions(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep,
+    classification: ClassificationHeader = "internal",
+) -> Response:  # fmt: skip
+    """OpenAI (legacy) completions."""
+    return await _proxy(
+        request, rt, principal, classification, "completion", "/v1/completions", True
+    )
+
+
+@router.post("/v1/embeddings", responses=_OPENAI_ERRORS)
+async def embeddings(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep,
+    classification: ClassificationHeader = "internal",
+) -> Response:  # fmt: skip
+    """OpenAI embeddings."""
+    return await _proxy(
+        request, rt, principal, classification, "embedding", "/v1/embeddings", False
+    )
+
+
+@router.post("/v1/rerank", responses=_OPENAI_ERRORS)
+async def rerank(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep,
+    classification: ClassificationHeader = "internal",
+) -> Response:  # fmt: skip
+    """Rerank (``{model, query, documents, top_n}`` as vLLM, Infinity and TEI's OpenAI-style
+    route accept it), passed to the backend's ``/v1/rerank``."""
+    return await _proxy(request, rt, principal, classification, "rerank", "/v1/rerank", False)
+
+
+@router.get("/v1/models")
+async def list_models(rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The models of the routing table (OpenAI's list shape)."""
+    gateway = await rt.gateway()
+    result: dict[str, Any] = gateway.list_models()
+    return result
+
+
+@router.get("/v1/usage", responses=problem_responses(401, 422))
+async def usage(
+    rt: RuntimeDep,
+    principal: PrincipalDep,
+    since: Annotated[datetime | None, Query(description="default: 7 days ago")] = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    group_by: Literal["day", "hour"] = "day",
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Response:
+    """Token usage of the caller's tenant by period and model."""
+    gateway = await rt.gateway()
+    if gateway.ledger is None:
+        return JSONResponse([])
+    await gateway.ledger.flush()
+    rows = await gateway.ledger.report(
+        principal.tenant_id,
+        since or datetime.now(UTC) - timedelta(days=7),
+        until,
+        model,
+        group_by,
+    )
+    if fmt == "csv":
+        return Response(rows_to_csv(rows), media_type="text/csv")
+    return JSONResponse(rows)
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = ["period", "tenant", "model", "requests", "prompt_tokens", "completion_tokens",
+              "errors", "latency_p50_ms", "latency_p95_ms"]  # fmt: skip
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

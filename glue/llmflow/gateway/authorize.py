@@ -1,0 +1,56 @@
+"""``model.use`` decisions for the gateway, cached briefly.
+
+Every call asks the policy whether this principal may use this model with data of this
+classification (``policies/opa``: e.g. ``confidential`` never reaches an external model).
+The answer depends only on the principal's identity and roles, the model and the
+classification, so it is cached for ``ttl_s``: the policy and its audit record run once per
+principal, model and classification per window, not on every token-hungry request. A policy
+change therefore takes effect within ``ttl_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from llmflow.gateway.config import ModelRoute
+
+if TYPE_CHECKING:
+    from llmflow.auth.principal import Principal
+    from llmflow.runtime import Runtime
+
+
+class ModelUsePolicy:
+    def __init__(self, rt: Runtime, ttl_s: float = 30.0) -> None:
+        self.rt = rt
+        self.ttl_s = ttl_s
+        self._allowed: dict[tuple[object, ...], float] = {}
+
+    async def authorize(self, principal: Principal, route: ModelRoute, classification: str) -> None:
+        """Raise ``Forbidden`` (with the policy's reason) unless the model may be used."""
+        from llmflow.api.authz import authorize
+        from llmflow.auth.policy import model_resource
+
+        key = (
+            principal.tenant_id,
+            principal.subject,
+            principal.kind,
+            tuple(sorted(principal.roles)),
+            tuple(sorted(principal.groups)),
+            route.name,
+            route.provider,
+            classification,
+        )
+        now = time.monotonic()
+        if now - self._allowed.get(key, float("-inf")) < self.ttl_s:
+            return
+        await authorize(
+            self.rt,
+            principal,
+            "model.use",
+            model_resource(principal.tenant_id, route.name, route.provider),
+            {"data_classification": classification},
+        )
+        self._allowed[key] = now
+        if len(self._allowed) > 50_000:  # bound the cache: drop the expired entries
+            self._allowed = {k: t for k, t in self._allowed.items() if now - t < self.ttl_s}

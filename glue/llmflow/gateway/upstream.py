@@ -1,0 +1,172 @@
+"""Upstream replicas: one pooled ``httpx.AsyncClient`` each, a circuit breaker, weighted picks.
+
+A backend that fails (connection refused, timeout, 5xx) ``breaker_failures`` times in a row
+opens its circuit: it gets no traffic for ``breaker_reset_s``, then one probe request; a
+success closes it again. 4xx answers are the client's problem and do not count.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from llmflow.gateway.config import BackendConfig, GatewaySettings
+
+
+class UpstreamError(Exception):
+    """An upstream answered with an error or could not be reached.
+
+    ``status`` is the HTTP status to pass on (502/503/504 when the upstream was not reached),
+    ``body`` the upstream's error document, normalised to OpenAI's shape.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, code: str = "upstream_error", retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return openai_error(self.message, error_type(self.status), self.code)
+
+
+def openai_error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error document."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status < 500:
+        return "invalid_request_error"
+    return "api_error"
+
+
+def normalise_error(status: int, payload: Any) -> UpstreamError:
+    """An upstream error document in any of the shapes seen in the wild — OpenAI's nested
+    ``{"error": {...}}``, vLLM's older flat ``{"object": "error", "message": ...}``, a bare
+    string — as one :class:`UpstreamError`."""
+    message, code = f"upstream answered {status}", None
+    if isinstance(payload, dict):
+        inner = payload.get("error", payload)
+        if isinstance(inner, dict):
+            message = str(inner.get("message") or message)
+            raw = inner.get("code")
+            code = str(raw) if raw is not None else None
+        elif isinstance(inner, str):
+            message = inner
+    elif isinstance(payload, str) and payload.strip():
+        message = payload.strip()[:500]
+    return UpstreamError(
+        status, message, code=code or "upstream_error", retryable=status >= 500 or status == 429
+    )
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    failures_to_open: int
+    reset_s: float
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def available(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if not self.probing and now - self.opened_at >= self.reset_s:
+            self.probing = True  # half-open: exactly one probe
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.probing or self.failures >= self.failures_to_open:
+            self.opened_at, self.probing = now, False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.probing else "open"
+
+
+@dataclass(slots=True)
+class Backend:
+    config: BackendConfig
+    client: httpx.AsyncClient
+    breaker: CircuitBreaker
+    loaded_adapters: set[str] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return self.config.url.rstrip("/")
+
+    def headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+
+
+class BackendPool:
+    """Every backend of the routing table, one client per distinct URL."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._backends: dict[str, list[Backend]] = {}
+        timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+        for route in settings.models:
+            backends = []
+            for cfg in route.backends:
+                url = cfg.url.rstrip("/")
+                client = self._clients.get(url)
+                if client is None:
+                    client = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+                    self._clients[url] = client
+                breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+                backends.append(Backend(cfg, client, breaker))
+            self._backends[route.name] = backends
+        # replicas shared by several routes (a base model and its LoRA adapters) share
+        # one breaker: it is the replica that is down, not the model name
+        by_url: dict[str, CircuitBreaker] = {}
+        for backends in self._backends.values():
+            for b in backends:
+                b.breaker = by_url.setdefault(b.url, b.breaker)
+
+    def backends(self, model: str) -> list[Backend]:
+        return self._backends.get(model, [])
+
+    def candidates(self, model: str) -> list[Backend]:
+        """Available backends of ``model`` in a weighted random order."""
+        now = time.monotonic()
+        live = [b for b in self.backends(model) if b.breaker.available(now)]
+        return _weighted_order(live)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+
+def _weighted_order(backends: Sequence[Backend]) -> list[Backend]:
+    """Weighted shuffle (Efraimidis–Spirakis): heavier replicas come first more often."""
+    keyed = [(random.random() ** (1.0 / b.config.weight), b) for b in backends]
+    return [b for _, b in sorted(keyed, key=lambda kb: kb[0], reverse=True)]

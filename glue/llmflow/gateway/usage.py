@@ -1,0 +1,278 @@
+"""Usage ledger and tenant quotas in PostgreSQL, shared by every gateway replica.
+
+* Requests per minute: one atomic ``INSERT … ON CONFLICT … RETURNING`` on the tenant's
+  counter for the current minute, on the request path (the only database round trip there).
+* Tokens per day: usage is written by a background writer in batches (off the request
+  path); the same transaction adds the tokens to the tenant's counter for the day, and the
+  gate reads that counter through a cache refreshed every second. A replica can therefore
+  overshoot a daily limit by the tokens of the requests in flight — a day-long budget, not
+  a hard real-time cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from llmflow.gateway.config import Quota
+
+log = logging.getLogger(__name__)
+
+
+class QuotaExceeded(Exception):
+    """A tenant is over its requests/minute or tokens/day quota."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    tenant_id: str
+    subject: str
+    model: str
+    backend: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    status: int
+    stream: bool
+    error_code: str | None = None
+    created_at: datetime | None = None
+
+
+_BUMP = text(
+    """
+    INSERT INTO gateway_quota_counters (tenant_id, window_key, value)
+    VALUES (:tenant, :window, :n)
+    ON CONFLICT (tenant_id, window_key)
+    DO UPDATE SET value = gateway_quota_counters.value + EXCLUDED.value
+    RETURNING value
+    """
+)
+_INSERT = text(
+    """
+    INSERT INTO gateway_usage (created_at, tenant_id, subject, model, backend, prompt_tokens,
+        completion_tokens, latency_ms, ttft_ms, status, stream, error_code)
+    VALUES (:created_at, :tenant_id, :subject, :model, :backend, :prompt_tokens,
+        :completion_tokens, :latency_ms, :ttft_ms, :status, :stream, :error_code)
+    """
+)
+
+
+def _minute_key(now: datetime) -> str:
+    return "m:" + now.strftime("%Y-%m-%dT%H:%M")
+
+
+def _day_key(now: datetime) -> str:
+    return "d:" + now.strftime("%Y-%m-%d")
+
+
+class UsageLedger:
+    """Quota gate + batched usage writer. ``start()`` the writer, ``close()`` flushes."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        flush_interval_s: float = 0.5,
+        batch_size: int = 500,
+        cache_ttl_s: float = 1.0,
+    ) -> None:
+        self.sessions = sessions
+        self.flush_interval_s = flush_interval_s
+        self.batch_size = batch_size
+        self.cache_ttl_s = cache_ttl_s
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=100_000)
+        self._writer: asyncio.Task[None] | None = None
+        self._day_tokens: dict[str, tuple[float, int]] = {}
+
+    # -- quotas ---------------------------------------------------------------------
+    async def check(self, tenant: str, quota: Quota) -> None:
+        """Count this request against the tenant's minute; raise when over a limit."""
+        now = datetime.now(UTC)
+        if quota.tokens_per_day is not None:
+            used = await self.tokens_today(tenant, now)
+            if used >= quota.tokens_per_day:
+                midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
+                raise QuotaExceeded(
+                    f"tenant {tenant!r} used {used:,} of {quota.tokens_per_day:,} tokens today",
+                    retry_after_s=midnight,
+                )
+        if quota.requests_per_minute is not None:
+            async with self.sessions() as session:
+                count = (
+                    await session.execute(
+                        _BUMP, {"tenant": tenant, "window": _minute_key(now), "n": 1}
+                    )
+                ).scalar_one()
+                await session.commit()
+            if count > quota.requests_per_minute:
+                raise QuotaExceeded(
+                    f"tenant {tenant!r} is over {quota.requests_per_minute} requests per minute",
+                    retry_after_s=60 - now.second,
+                )
+
+    async def tokens_today(self, tenant: str, now: datetime | None = None) -> int:
+        now = now or datetime.now(UTC)
+        cached = self._day_tokens.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
+            return cached[1]
+        async with self.sessions() as session:
+            value = (
+                await session.execute(
+                    text(
+                        "SELECT value FROM gateway_quota_counters "
+                        "WHERE tenant_id = :tenant AND window_key = :window"
+                    ),
+                    {"tenant": tenant, "window": _day_key(now)},
+                )
+            ).scalar_one_or_none()
+        used = int(value or 0)
+        self._day_tokens[tenant] = (time.monotonic(), used)
+        return used
+
+    # -- ledger ---------------------------------------------------------------------
+    def record(self, rec: UsageRecord) -> None:
+        """Queue a record for the writer (never blocks the request)."""
+        rec.created_at = rec.created_at or datetime.now(UTC)
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            log.error("usage queue full: a usage record was dropped", extra={"model": rec.model})
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run(), name="gateway-usage-writer")
+
+    async def flush(self) -> None:
+        """Write everything queued now."""
+        batch: list[UsageRecord] = []
+        while not self._queue.empty() and len(batch) < self.batch_size * 20:
+            batch.append(self._queue.get_nowait())
+        if batch:
+            await self._write(batch)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+                if time.monotonic() - last_prune > 600:
+                    await self._prune()
+                    last_prune = time.monotonic()
+            except Exception:  # the next round retries what is still queued
+                log.exception("writing gateway usage failed")
+
+    async def _prune(self) -> None:
+        """Drop minute counters older than five minutes and day counters older than 40 days
+        (ISO keys compare as strings)."""
+        now = datetime.now(UTC)
+        async with self.sessions() as session:
+            await session.execute(
+                text(
+                    "DELETE FROM gateway_quota_counters WHERE "
+                    "(window_key LIKE 'm:%' AND window_key < :minute) OR "
+                    "(window_key LIKE 'd:%' AND window_key < :day)"
+                ),
+                {
+                    "minute": _minute_key(now - timedelta(minutes=5)),
+                    "day": _day_key(now - timedelta(days=40)),
+                },
+            )
+            await session.commit()
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        rows = [
+            {
+                "created_at": r.created_at,
+                "tenant_id": r.tenant_id,
+                "subject": r.subject,
+                "model": r.model,
+                "backend": r.backend,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "latency_ms": r.latency_ms,
+                "ttft_ms": r.ttft_ms,
+                "status": r.status,
+                "stream": r.stream,
+                "error_code": r.error_code,
+            }
+            for r in batch
+        ]
+        per_day: dict[tuple[str, str], int] = {}
+        for r in batch:
+            assert r.created_at is not None
+            key = (r.tenant_id, _day_key(r.created_at))
+            per_day[key] = per_day.get(key, 0) + r.prompt_tokens + r.completion_tokens
+        async with self.sessions() as session:
+            await session.execute(_INSERT, rows)
+            for (tenant, window), n in sorted(per_day.items()):
+                if n:
+                    await session.execute(_BUMP, {"tenant": tenant, "window": window, "n": n})
+            await session.commit()
+        for tenant, _ in per_day:
+            self._day_tokens.pop(tenant, None)
+
+    # -- reports --------------------------------------------------------------------
+    async def report(
+        self,
+        tenant: str,
+        since: datetime,
+        until: datetime | None = None,
+        model: str | None = None,
+        group_by: str = "day",
+    ) -> list[dict[str, Any]]:
+        """Usage grouped by day (or hour) and model: requests, tokens, errors, latency."""
+        bucket = {"day": "day", "hour": "hour"}.get(group_by)
+        if bucket is None:
+            raise ValueError("group_by must be 'day' or 'hour'")
+        sql = (
+            f"SELECT date_trunc('{bucket}', created_at) AS period, model, "
+            "count(*) AS requests, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, "
+            "sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms, "
+            "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms "
+            "FROM gateway_usage WHERE tenant_id = :tenant AND created_at >= :since "
+            "AND (CAST(:until AS timestamptz) IS NULL OR created_at < :until) "
+            "AND (CAST(:model AS text) IS NULL OR model = :model) "
+            "GROUP BY period, model ORDER BY period, model"
+        )
+        async with self.sessions() as session:
+            result = await session.execute(
+                text(sql), {"tenant": tenant, "since": since, "until": until, "model": model}
+            )
+            return [
+                {
+                    "period": row.period.isoformat(),
+                    "tenant": tenant,
+                    "model": row.model,
+                    "requests": int(row.requests),
+                    "prompt_tokens": int(row.prompt_tokens or 0),
+                    "completion_tokens": int(row.completion_tokens or 0),
+                    "errors": int(row.errors),
+                    "latency_p50_ms": round(float(row.latency_p50_ms or 0), 2),
+                    "latency_p95_ms": round(float(row.latency_p95_ms or 0), 2),
+                }
+                for row in result
+            ]

@@ -1,0 +1,210 @@
+"""A small distribution to install: a chart packaged with helm-python-sdk, values with every
+image spelling the air-gap overlay must handle, locked and built against `oci_world`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from oci_world import World
+
+OVERLAY_HOST = "registry.site.internal"
+CHART_NAME = "webapp"
+CHART_VERSION = "0.3.0"
+
+_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      containers:
+        - name: main
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+        {{- with .Values.sidecar }}
+        - name: sidecar
+          image: "{{ .image }}"
+        {{- end }}
+        {{- with .Values.exporter }}
+        - name: exporter
+          image: "{{ .registry }}/{{ .repository }}:{{ .tag }}"
+        {{- end }}
+"""
+
+
+_FAKE_HELM = """#!/bin/sh
+# Records its arguments and the values file it was given, answers like `helm ... -o json`.
+printf '%s\\n' "$@" > "$HELM_RECORD/args"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-f" ]; then cp "$2" "$HELM_RECORD/values"; fi
+  shift
+done
+if [ -n "$HELM_FAIL" ]; then echo "Error: UPGRADE FAILED: context deadline exceeded" >&2; exit 1; fi
+echo '{"name":"web","namespace":"ns","version":3,"info":{"status":"deployed"},
+"chart":{"metadata":{"name":"webapp","version":"0.3.0"}}}'
+"""
+
+
+def write_fake_helm(path: Path) -> Path:
+    """A stand-in `helm` executable (no helm binary exists on this machine): it records its
+    arguments and values file under $HELM_RECORD and prints a release like `-o json` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_FAKE_HELM, encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def package_chart(root: Path, charts_dir: Path) -> Path:
+    """Write a chart directory and package it with helm-python-sdk (Helm's own packager)."""
+    import helm_python as helm
+
+    chart = root / CHART_NAME
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v2", "name": CHART_NAME, "version": CHART_VERSION, "appVersion": "1"}
+        ),
+        encoding="utf-8",
+    )
+    (chart / "values.yaml").write_text(
+        "image:\n  repository: docker.io/llmflowtest/web\n  tag: '1.0'\n", encoding="utf-8"
+    )
+    (chart / "templates" / "deployment.yaml").write_text(_DEPLOYMENT, encoding="utf-8")
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    return Path(helm.package(chart, destination=charts_dir))
+
+
+def _component(name: str, images: list[str], depends: list[str], port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"{name} test component",
+        "layer": "application",
+        "namespace": "llmflow-system",
+        "chart": {
+            "repository": "https://charts.example.com/stable",
+            "name": CHART_NAME,
+            "version": CHART_VERSION,
+            "licence": "MIT",
+        },
+        "appVersion": "1.0",
+        "appLicence": "MIT",
+        "why": "test",
+        "profiles": ["minimal", "standard", "ha"],
+        "images": images,
+        "dependsOn": depends,
+        "values": {
+            "base": f"helm-values/{name}/values.yaml",
+            "airgap": f"helm-values/{name}/values-airgap.yaml",
+        },
+        "healthChecks": [
+            {"kind": "rollout", "target": f"deployment/{name}", "timeoutSeconds": 30},
+            {"kind": "http", "target": f"service/{name}", "port": port, "path": "/healthz"},
+        ],
+    }
+
+
+@dataclass
+class InstallWorld:
+    """The distribution root, its platform.yaml, the lockfile and the built bundle."""
+
+    root: Path
+    platform_file: Path
+    charts_dir: Path
+    lockfile: Path
+    bundle: Path
+    web_digest: str
+    worker_digest: str
+    public_key: Path
+
+
+def build_install_world(world: World, root: Path) -> InstallWorld:
+    """Write the distribution, then `lock` and `build` it through the CLI."""
+    from llmflow_airgap.cli import main
+
+    charts_dir = root / "charts"
+    package_chart(root / "chart-src", charts_dir)
+    profiles = {
+        p: {
+            "description": p,
+            "nodes": 1,
+            "gpus": 0,
+            "replicasFrom": "test",
+            "podDisruptionBudgets": False,
+            "autoscaling": False,
+        }
+        for p in ("minimal", "standard", "ha")
+    }
+    store = _component("store", ["docker.io/llmflowtest/worker:1.0"], [], 8080)
+    front = _component(
+        "front", ["docker.io/llmflowtest/web:1.0", "ghcr.io/llmflowtest/api:2.0"], ["store"], 3000
+    )
+    document = {
+        "apiVersion": "llmflow.io/v1alpha1",
+        "kind": "Platform",
+        "metadata": {"name": "llmflow-install-test", "version": "0.2.0"},
+        "registry": {"host": OVERLAY_HOST, "pullSecret": "regcred"},
+        "tenancy": {"difyMode": "shared"},
+        "namespaces": [{"name": "llmflow-system", "purpose": "t", "podSecurity": "restricted"}],
+        "profiles": profiles,
+        # front first in the file: the install order must still put store before it
+        "components": [front, store],
+        "monitoring": {"provisionedBy": "store", "ruleFiles": [], "dashboards": []},
+    }
+    platform_file = root / "platform" / "platform.yaml"
+    platform_file.parent.mkdir(parents=True)
+    platform_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    values = {
+        "store": (
+            {"replicaCount": 1},
+            {"image": {"repository": f"{OVERLAY_HOST}/llmflowtest/worker", "tag": "1.0"}},
+        ),
+        "front": (
+            {"replicaCount": 2},
+            {
+                "image": {"repository": f"{OVERLAY_HOST}/llmflowtest/web", "tag": "1.0"},
+                # Already pinned by digest: the rewrite must keep the digest intact.
+                "sidecar": {"image": f"{OVERLAY_HOST}/llmflowtest/web:1.0@{world.web.digest}"},
+                # Split registry/repository spelling (Bitnami style).
+                "exporter": {
+                    "registry": OVERLAY_HOST,
+                    "repository": "llmflowtest/api",
+                    "tag": "2.0",
+                },
+            },
+        ),
+    }
+    for name, (base, airgap) in values.items():
+        folder = root / "helm-values" / name
+        folder.mkdir(parents=True)
+        (folder / "values.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
+        (folder / "values-airgap.yaml").write_text(yaml.safe_dump(airgap), encoding="utf-8")
+    lockfile = root / "platform.lock.yaml"
+    sources = [
+        *world.cli_sources()[: 2 * len(world.registry_mirrors)],
+        "--charts-dir",
+        str(charts_dir),
+    ]
+    assert main(["lock", "--platform", str(platform_file), "-o", str(lockfile), *sources]) == 0
+    bundle = root / "bundle"
+    args = ["build", "--lock", str(lockfile), "-o", str(bundle), "--key", str(world.private_key)]
+    # the bundle carries the distribution files, so install needs nothing else
+    assert main([*args, *sources, "--platform", str(platform_file)]) == 0
+    return InstallWorld(
+        root=root,
+        platform_file=platform_file,
+        charts_dir=charts_dir,
+        lockfile=lockfile,
+        bundle=bundle,
+        web_digest=world.web.digest,
+        worker_digest=world.worker.digest,
+        public_key=world.public_key,
+    )

@@ -1,0 +1,264 @@
+"""The LLM gateway against scripted OpenAI-compatible upstreams on real local ports.
+
+Routing, fallbacks and the circuit breaker, streaming with usage, the PII guard with
+restore, quotas, policy, LoRA loading and the error shapes. The real-vLLM contract is in
+test_gateway_vllm.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from scripted_upstream import ScriptedUpstream, free_port, serve
+
+from llmflow.gateway.config import GatewaySettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[dict[str, ScriptedUpstream]]:
+    with (
+        serve(ScriptedUpstream("a")) as a,
+        serve(ScriptedUpstream("b")) as b,
+        serve(ScriptedUpstream("c")) as c,
+    ):
+        yield {"a": a, "b": b, "c": c}
+
+
+@pytest.fixture(scope="module")
+async def api(runtime: Any, upstreams: dict[str, ScriptedUpstream]) -> AsyncIterator[Any]:
+    from llmflow.api.app import create_app
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    a, b, c = (upstreams[k].url for k in "abc")
+    runtime.settings.gateway = GatewaySettings.model_validate(
+        {
+            "models": [
+                {"name": "tiny-chat", "backends": [{"url": a}], "fallbacks": ["backup-chat"]},
+                {"name": "backup-chat", "backends": [{"url": c}]},
+                {"name": "flaky-chat", "backends": [{"url": dead, "weight": 1000}, {"url": b}]},
+                {"name": "tiny-lora", "lora_base": "tiny-chat", "lora_path": "/adapters/x",
+                 "backends": [{"url": a}, {"url": b}]},
+                {"name": "tiny-embed", "kind": "embedding", "backends": [{"url": a}]},
+                {"name": "tiny-rerank", "kind": "rerank", "backends": [{"url": a}]},
+                {"name": "tiny-complete", "kind": "completion", "backends": [{"url": b}]},
+                {"name": "gpt-external", "provider": "external", "backends": [{"url": c}]},
+            ],
+            "quotas": {"gw-quota": {"requests_per_minute": 2, "tokens_per_day": 100000}},
+            "breaker_failures": 2,
+            "breaker_reset_s": 60,
+        }
+    )  # fmt: skip
+    runtime._cache.pop("gateway", None)
+    app = create_app(runtime.settings, runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://llmflow.test") as client:
+        yield client
+    gateway = runtime._cache.pop("gateway", None)
+    if gateway is not None:
+        await gateway.close()
+
+
+async def _key(runtime: Any, tenant: str) -> dict[str, str]:
+    issued = await runtime.api_keys.create(tenant, roles=["model", "reader"], name="gateway")
+    return {"Authorization": f"Bearer {issued.key}"}
+
+
+def chat(model: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def test_chat_usage_and_models(api: httpx.AsyncClient, runtime: Any) -> None:
+    h = await _key(runtime, "gw-basic")
+    r = await api.get("/v1/models", headers=h)
+    assert {m["id"] for m in r.json()["data"]} >= {"tiny-chat", "tiny-lora", "tiny-embed"}
+    r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "안녕 세상"), headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "tiny-chat"
+    assert body["choices"][0]["message"]["content"] == "echo: 안녕 세상"
+    assert body["usage"]["completion_tokens"] == 3
+    r = await api.get("/v1/usage", headers=h)
+    (row,) = r.json()
+    assert row["model"] == "tiny-chat" and row["requests"] == 1
+    assert row["completion_tokens"] == 3 and row["tenant"] == "gw-basic"
+    csv = await api.get("/v1/usage", params={"format": "csv"}, headers=h)
+    assert csv.text.splitlines()[0].startswith("period,tenant,model,requests")
+
+
+async def _sse(response: httpx.Response) -> list[Any]:
+    out: list[Any] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data: "):
+            payload = line[6:]
+            out.append(None if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+async def test_streaming_passes_usage_only_when_asked(api: httpx.AsyncClient, runtime: Any) -> None:
+    h = await _key(runtime, "gw-stream")
+    for include in (True, False):
+        body = chat("tiny-chat", "하나 둘 셋", stream=True)
+        if include:
+            body["stream_options"] = {"include_usage": True}
+        async with api.stream("POST", "/v1/chat/completions", json=body, headers=h) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = await _sse(r)
+        assert events[-1] is None  # [DONE]
+        text = "".join(
+            c["delta"].get("content", "") for e in events[:-1] if e for c in e["choices"]
+        )
+        assert text == "echo: 하나 둘 셋"
+        usage_events = [e for e in events if e and e.get("usage")]
+        assert bool(usage_events) is include
+    rows = (await api.get("/v1/usage", headers=h)).json()
+    assert rows[0]["requests"] == 2 and rows[0]["completion_tokens"] == 8  # both accounted
+
+
+async def test_pii_is_pseudonymised_upstream_and_restored(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-pii")
+    prompt = "김도현 과장(010-4582-7104)에게 회신해 줘"
+    r = await api.post("/v1/chat/completions", json=chat("tiny-chat", prompt), headers=h)
+    assert r.status_code == 200, r.text
+    _, sent = upstreams["a"].requests[-1]
+    seen_by_model = sent["messages"][0]["content"]
+    assert "김도현" not in seen_by_model and "010-4582-7104" not in seen_by_model
+    assert "<PERSON_1>" in seen_by_model and "<PHONE_NUMBER_1>" in seen_by_model
+    assert r.json()["choices"][0]["message"]["content"] == f"echo: {prompt}"
+
+    body = chat("tiny-chat", prompt, stream=True)
+    async with api.stream("POST", "/v1/chat/completions", json=body, headers=h) as resp:
+        events = await _sse(resp)
+    text = "".join(c["delta"].get("content", "") for e in events if e for c in e["choices"])
+    assert text == f"echo: {prompt}"  # restored across word-sized chunks
+
+
+async def test_pii_block_is_an_openai_error(api: httpx.AsyncClient, runtime: Any) -> None:
+    h = await _key(runtime, "project-ai")  # its policy blocks RRNs in prompts
+    r = await api.post(
+        "/v1/chat/completions", json=chat("tiny-chat", "주민번호 880101-1234568 확인"), headers=h
+    )
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "pii_blocked" and "KR_RRN" in error["message"]
+    assert "880101" not in r.text
+
+
+async def test_backend_failover_and_model_fallback(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-fail")
+    for _ in range(4):  # the dead replica is skipped; its circuit opens
+        r = await api.post("/v1/chat/completions", json=chat("flaky-chat", "x"), headers=h)
+        assert r.status_code == 200, r.text
+    gateway = await runtime.gateway()
+    states = {b.url: b.breaker.state for b in gateway.pool.backends("flaky-chat")}
+    assert sorted(states.values()) == ["closed", "open"]
+
+    upstreams["a"].fail_with = 500
+    try:
+        r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "폴백"), headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] == "backup-chat"  # answered by the fallback model
+    finally:
+        upstreams["a"].fail_with = None
+        for b in gateway.pool.backends("tiny-chat"):
+            b.breaker.success()
+
+
+async def test_upstream_client_errors_pass_through_normalised(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-errors")
+    upstreams["b"].fail_with, upstreams["b"].flat_errors = 400, True
+    try:
+        r = await api.post(
+            "/v1/completions", json={"model": "tiny-complete", "prompt": "x"}, headers=h
+        )
+    finally:
+        upstreams["b"].fail_with, upstreams["b"].flat_errors = None, False
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "b is failing on purpose"  # flat shape → nested
+    r = await api.post("/v1/chat/completions", json=chat("no-such-model", "x"), headers=h)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = await api.post("/v1/chat/completions", content=b"{not json", headers=h)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = await api.post("/v1/embeddings", json=chat("tiny-chat", "x"), headers=h)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_model_kind"
+
+
+async def test_quota_per_minute(api: httpx.AsyncClient, runtime: Any) -> None:
+    h = await _key(runtime, "gw-quota")
+    codes = []
+    for _ in range(3):
+        r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "x"), headers=h)
+        codes.append(r.status_code)
+    assert codes == [200, 200, 429]
+    assert int(r.headers["Retry-After"]) > 0
+    assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_confidential_data_never_reaches_an_external_model(
+    api: httpx.AsyncClient, runtime: Any
+) -> None:
+    h = await _key(runtime, "gw-policy")
+    headers = {**h, "X-Data-Classification": "confidential"}
+    r = await api.post("/v1/chat/completions", json=chat("gpt-external", "x"), headers=headers)
+    assert r.status_code == 403
+    assert "external" in r.json()["error"]["message"]
+
+
+async def test_lora_adapter_is_loaded_once_per_replica(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-lora")
+    for _ in range(4):
+        r = await api.post("/v1/chat/completions", json=chat("tiny-lora", "어댑터"), headers=h)
+        assert r.status_code == 200, r.text
+    served = []
+    for name in ("a", "b"):  # loaded on every replica, once, before the first use
+        loads = [b for p, b in upstreams[name].requests if p == "/v1/load_lora_adapter"]
+        assert loads == [{"lora_name": "tiny-lora", "lora_path": "/adapters/x"}]
+        served += [b["model"] for p, b in upstreams[name].requests if p == "/v1/chat/completions"]
+    assert served.count("tiny-lora") == 4  # the adapter is asked for by its own name
+
+
+async def test_tokenize_fallback_when_upstream_reports_no_usage(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-tokenize")
+    upstreams["b"].report_usage = False
+    try:
+        r = await api.post(
+            "/v1/completions", json={"model": "tiny-complete", "prompt": "one two"}, headers=h
+        )
+    finally:
+        upstreams["b"].report_usage = True
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 3  # "echo: one two" by /tokenize
+    assert any(p == "/tokenize" for p, _ in upstreams["b"].requests)
+
+
+async def test_embeddings_and_rerank_pass_through(api: httpx.AsyncClient, runtime: Any) -> None:
+    h = await _key(runtime, "gw-embed")
+    r = await api.post("/v1/embeddings", json={"model": "tiny-embed", "input": ["가", "나다"]},
+                       headers=h)  # fmt: skip
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
+    r = await api.post(
+        "/v1/rerank",
+        json={
+            "model": "tiny-rerank",
+            "query": "연차 휴가",
+            "documents": ["연차 휴가 규정", "출장"],
+        },
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["index"] == 0
