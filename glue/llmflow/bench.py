@@ -364,3 +364,68 @@ def print_ingest(result: dict[str, Any]) -> None:
             f"[bold]{_fmt(q['pages_per_s'], 2)} pages/s[/bold] (target ≥ "
             f"{q['target_pages_per_s']:.0f}; warm-up {q['warm_up_s']} s untimed)"
         )
+
+
+# -- gateway -------------------------------------------------------------------------------
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    concurrency: Annotated[
+        str, typer.Option(help="concurrent non-streaming requests, comma-separated")
+    ] = "50,200",
+    requests: Annotated[int, typer.Option(help="requests per path and concurrency")] = 2000,
+    pii_guard: Annotated[bool, typer.Option(help="PII guard on prompts and answers")] = False,
+    soak: Annotated[
+        float, typer.Option(help="also hold --soak-streams streams for this many seconds")
+    ] = 0.0,
+    soak_streams: Annotated[int, typer.Option(help="concurrent streams of the soak")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Added latency of the gateway against calling the upstream directly, side by side
+    (scripted instant upstream; the gateway with auth, policy, quota and usage ledger on),
+    streaming time to first token, the PII guard's cost per KB of prompt, and optionally a
+    soak of many concurrent streams with the gateway's memory before and after."""
+    from llmflow.bench_gateway import GatewayBenchOptions, run_gateway_bench
+
+    _logging("WARNING")
+    result = run_gateway_bench(
+        GatewayBenchOptions(
+            concurrency=_ints(concurrency, "concurrency"),
+            requests=requests,
+            pii_guard=pii_guard,
+            soak_s=soak,
+            soak_streams=soak_streams,
+        )
+    )
+    if as_json:
+        _emit_json(result)
+        return
+    table = Table(
+        "concurrency", "requests", "direct p50", "gateway p50", "added p50",
+        "direct p99", "gateway p99", "added p99", "errors (direct/gw)",
+        title=f"gateway overhead, ms (PII guard {'on' if pii_guard else 'off'})",
+    )  # fmt: skip
+    for level in result["levels"]:
+        table.add_row(
+            str(level["concurrency"]), str(level["requests"]),
+            _fmt(level["direct_p50_ms"], 2), _fmt(level["gateway_p50_ms"], 2),
+            _fmt(level["added_p50_ms"], 2), _fmt(level["direct_p99_ms"], 2),
+            _fmt(level["gateway_p99_ms"], 2), _fmt(level["added_p99_ms"], 2),
+            f"{level['errors']['direct']}/{level['errors']['gateway']}",
+        )  # fmt: skip
+    console.print(table)
+    ttft = result["ttft"]
+    console.print(
+        f"streaming time to first token p50: direct {_fmt(ttft['direct_p50_ms'], 2)} ms, "
+        f"gateway {_fmt(ttft['gateway_p50_ms'], 2)} ms"
+    )
+    cost = ", ".join(f"{k}: {v:.2f}" for k, v in result["pii_guard_ms_per_kb"].items())
+    console.print(f"PII guard (pseudonymise), CPU ms per KB of prompt — {cost}")
+    if "soak" in result:
+        s = result["soak"]
+        console.print(
+            f"soak: {s['streams']} concurrent streams for {s['seconds']:.0f} s, "
+            f"{s['completed']} completed, {s['errors']} errors, gateway RSS "
+            f"{s['gateway_rss_mb_before']:.0f} → {s['gateway_rss_mb_after']:.0f} MB"
+        )

@@ -42,6 +42,41 @@ T = TypeVar("T")
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="tenant id, e.g. dept-hr")]
 
 
+async def _audit_change(
+    rt: Any,
+    action: str,
+    tenant: str,
+    resource_type: str,
+    resource_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record an administrative change made on this machine (ARCHITECTURE §10); the actor is
+    the operating-system user. Raises when the event cannot be written, so that the command
+    fails loudly instead of leaving an unaudited change unnoticed."""
+    import getpass
+
+    from llmflow.observability.audit import AuditEntry
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    audit = await rt.audit()
+    await audit.record(
+        AuditEntry(
+            tenant_id=tenant,
+            actor=f"cli:{user}",
+            actor_kind="cli",
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            decision="allow",
+            reason="operator command line",
+            details={"outcome": "applied", **(details or {})},
+        )
+    )
+
+
 def _settings() -> Settings:
     try:
         return load_settings()
@@ -163,11 +198,16 @@ def kb_create(
     ] = "internal",
 ) -> None:
     """Create a knowledge base in a tenant."""
-    kb = run(
-        lambda rt: rt.knowledge_bases.create(
+
+    async def create(rt: Any) -> Any:
+        kb = await rt.knowledge_bases.create(
             tenant, name, description, classification=classification
         )
-    )
+        details = {"classification": kb.classification, "description": kb.description}
+        await _audit_change(rt, "kb.create", tenant, "knowledge_base", kb.name, details)
+        return kb
+
+    kb = run(create)
     console.print_json(data=kb.to_dict())
 
 
@@ -192,7 +232,12 @@ def kb_delete(
         typer.confirm(
             f"delete knowledge base {name!r} of {tenant!r} and all its documents?", abort=True
         )
-    run(lambda rt: rt.ingest.delete_kb(tenant, name))
+
+    async def delete(rt: Any) -> None:
+        await rt.ingest.delete_kb(tenant, name)
+        await _audit_change(rt, "kb.delete", tenant, "knowledge_base", name)
+
+    run(delete)
     console.print(f"deleted {name}")
 
 
@@ -211,7 +256,23 @@ def apikey_create(
     name: Annotated[str, typer.Option(help="what the key is for")] = "",
 ) -> None:
     """Issue an API key bound to a tenant (and optionally to KBs). Shown once; stored hashed."""
-    issued = run(lambda rt: rt.api_keys.create(tenant, kb or [], name=name, roles=role))
+
+    async def create(rt: Any) -> Any:
+        issued = await rt.api_keys.create(tenant, kb or [], name=name, roles=role)
+        details = {
+            "key_id": issued.id,
+            "name": name,
+            "roles": issued.roles,
+            "knowledge_bases": issued.knowledge_bases,
+        }
+        try:
+            await _audit_change(rt, "apikey.create", tenant, "api_key", issued.id, details)
+        except LLMFlowError:
+            await rt.api_keys.revoke(issued.id)  # no credential without its audit event
+            raise
+        return issued
+
+    issued = run(create)
     console.print_json(
         data={
             "id": issued.id,
@@ -233,7 +294,13 @@ def apikey_list(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = 
 @key_app.command("revoke")
 def apikey_revoke(key_id: str) -> None:
     """Revoke an API key at once."""
-    run(lambda rt: rt.api_keys.revoke(key_id))
+
+    async def revoke(rt: Any) -> None:
+        await rt.api_keys.revoke(key_id)
+        tenant = next((k["tenant_id"] for k in await rt.api_keys.list() if k["id"] == key_id), "")
+        await _audit_change(rt, "apikey.revoke", tenant, "api_key", key_id, {"key_id": key_id})
+
+    run(revoke)
     console.print(f"revoked {key_id}")
 
 

@@ -28,8 +28,11 @@ from llmflow.storage.objectstore import ObjectStore, build_object_store
 
 if TYPE_CHECKING:
     from llmflow.auth.jwt import JwtVerifier
+    from llmflow.auth.policy.base import PolicyEngine
+    from llmflow.gateway.service import GatewayService
     from llmflow.models.embedding import Embedder
     from llmflow.models.rerank import Reranker
+    from llmflow.observability.audit import AuditLog
     from llmflow.pii.anonymize import PiiGuard
     from llmflow.pii.engine import PiiEngine
     from llmflow.retrieve.hybrid import SearchService
@@ -71,6 +74,12 @@ class Runtime:
             await self._cache["jwt_verifier"].aclose()
         if "index" in self._cache:
             self._cache["index"].close()
+        if "policy" in self._cache:
+            await self._cache["policy"].aclose()
+        if "audit" in self._cache:
+            await self._cache["audit"].aclose()
+        if "gateway" in self._cache:
+            await self._cache["gateway"].close()
         await self.engine.dispose()
         self.db.stop()
 
@@ -114,6 +123,27 @@ class Runtime:
             return await asyncio.to_thread(PiiEngine, config)
 
         result: PiiEngine = await self._once("pii", make)
+        return result
+
+    async def gateway(self) -> GatewayService:
+        """The LLM gateway: routing table, upstream pools, quotas and usage ledger."""
+
+        async def make() -> GatewayService:
+            from llmflow.gateway.authorize import ModelUsePolicy
+            from llmflow.gateway.service import GatewayService
+            from llmflow.gateway.usage import UsageLedger
+
+            ledger = UsageLedger(self.sessions)
+            ledger.start()
+            service = GatewayService(
+                self.settings.gateway,
+                ModelUsePolicy(self).authorize,
+                ledger,
+                self.pii_guard,
+            )
+            return service
+
+        result: GatewayService = await self._once("gateway", make)
         return result
 
     async def pii_guard(self) -> PiiGuard:
@@ -198,6 +228,38 @@ class Runtime:
             return JwtVerifier(self.settings.auth)
 
         result: JwtVerifier = await self._once("jwt_verifier", make)
+        return result
+
+    async def policy(self) -> PolicyEngine:
+        """The authorization engine of ``settings.policy`` (Rego compiled once, or one OPA
+        client): every allow/deny of the API goes through it (``llmflow.api.authz``)."""
+
+        async def make() -> PolicyEngine:
+            # imported here: the embedded engine loads kiwipiepy, then regopy (see embedded.py)
+            from llmflow.auth.policy import build_policy_engine
+
+            return await asyncio.to_thread(build_policy_engine, self.settings)
+
+        result: PolicyEngine = await self._once("policy", make)
+        return result
+
+    async def audit(self) -> AuditLog:
+        """The audit log (PostgreSQL, optional OpenSearch sink); string details are masked
+        with the PII policy, loaded only when an event has text to mask."""
+
+        async def mask(details: dict[str, Any], tenant: str) -> dict[str, Any]:
+            from llmflow.pii.anonymize import mask_data
+
+            await self.pii_guard()  # registers the runtime's guard as mask_data's masker
+            masked: dict[str, Any] = await asyncio.to_thread(mask_data, details, tenant)
+            return masked
+
+        async def make() -> AuditLog:
+            from llmflow.observability.audit import build_audit_log
+
+            return build_audit_log(self.settings, self.sessions, mask)
+
+        result: AuditLog = await self._once("audit", make)
         return result
 
     @property

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmflow.gateway.config import GatewaySettings
 from llmflow.tenancy.keycloak_settings import KeycloakAdminSettings
 
 _DEFAULT_POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -228,6 +229,91 @@ class PolicySettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """Audit log (ARCHITECTURE §10): PostgreSQL always, OpenSearch optionally."""
+
+    fail_closed: bool = Field(
+        default=True,
+        description="refuse an allowed request (503) when its decision cannot be recorded; "
+        "a denied request is denied either way",
+    )
+    opensearch_url: str | None = Field(
+        default=None, description="OpenSearch base URL, e.g. https://opensearch:9200; unset = off"
+    )
+    opensearch_index: str = Field(
+        default="llmflow-audit", description="index (or data stream) the events go to"
+    )
+    opensearch_username: str | None = None
+    opensearch_password: SecretStr | None = None
+    opensearch_timeout_s: float = 5.0
+    opensearch_verify_tls: bool = True
+
+
+class TenancySettings(BaseModel):
+    """Where ``llmflow tenant apply`` reconciles tenants besides Keycloak (``keycloak``).
+
+    A system left unconfigured (no URL) is skipped with a line in the plan; Kubernetes
+    manifests and the OPA data document are always written to files.
+    """
+
+    manifests_dir: Path | None = Field(
+        default=None,
+        description="rendered tenant manifests, one <tenant>.yaml each "
+        "(default: data_dir/tenants/manifests)",
+    )
+    opa_data_file: Path | None = Field(
+        default=None,
+        description="OPA data document written by the control plane (default: policy.data_file, "
+        "else data_dir/tenants/opa-data.json); set policy.data_file to the same path so that "
+        "embedded mode evaluates it",
+    )
+    kubernetes_api_url: str | None = Field(
+        default=None,
+        description="Kubernetes API server, e.g. https://10.0.0.1:6443; unset: render only "
+        "(https://kubernetes.default.svc when kubernetes_in_cluster)",
+    )
+    kubernetes_in_cluster: bool = Field(
+        default=False,
+        description="use the pod's service-account token and CA "
+        "(/var/run/secrets/kubernetes.io/serviceaccount)",
+    )
+    kubernetes_token: SecretStr | None = None
+    kubernetes_token_file: Path | None = None
+    kubernetes_ca_file: Path | None = Field(
+        default=None, description="CA bundle of the API server (default: system trust store)"
+    )
+    namespace_prefix: str = Field(default="", description="namespace = <prefix><tenant>")
+    kubernetes_group_prefix: str = Field(
+        default="oidc:",
+        description="prefix the API server's OIDC authenticator puts before group names "
+        "(--oidc-groups-prefix); RoleBinding subjects carry it",
+    )
+    mlflow_url: str | None = Field(default=None, description="MLflow tracking server base URL")
+    mlflow_token: SecretStr | None = Field(
+        default=None, description="bearer token of an MLflow admin (mlflow-oidc-auth)"
+    )
+    mlflow_oidc_auth: bool = Field(
+        default=True,
+        description="grant the tenant group permission on its experiment through "
+        "mlflow-oidc-auth's /api/2.0/mlflow/permissions endpoints",
+    )
+    mlflow_experiment_format: str = Field(default="tenants/{tenant}")
+    mlflow_permission: Literal["READ", "EDIT", "MANAGE"] = "EDIT"
+    langfuse_url: str | None = Field(default=None, description="Langfuse web base URL")
+    langfuse_public_key: str | None = Field(
+        default=None, description="public key (pk-lf-...) of an organization-scoped API key"
+    )
+    langfuse_secret_key: SecretStr | None = Field(
+        default=None, description="secret key (sk-lf-...) of that organization-scoped API key"
+    )
+    langfuse_project_format: str = Field(default="{tenant}")
+    s3_bucket_principals: list[str] = Field(
+        default_factory=lambda: ["arn:aws:iam:::user/llmflow"],
+        description="principals the tenant bucket policy allows; '{tenant}' is substituted",
+    )
+    timeout_s: float = 10.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LLMFLOW_",
@@ -251,6 +337,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     keycloak: KeycloakAdminSettings = Field(default_factory=KeycloakAdminSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    tenancy: TenancySettings = Field(default_factory=TenancySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     policies_dir: Path = Field(
         default=_DEFAULT_POLICIES, description="policies/ (opa, presidio, k8s) of this release"
     )

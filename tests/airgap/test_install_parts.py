@@ -192,7 +192,7 @@ def test_binary_driver_runs_helm_upgrade_install_atomic_wait(
 
 def test_every_real_overlay_pins_every_image(repo_root: Path) -> None:
     """The checked-in values of every component and profile pass through the rewrite: each
-    image at the placeholder host ends up at the site by digest, none is unknown."""
+    image at the stand-in host ends up at the site by digest, none is unknown."""
     import hashlib
 
     from llmflow_airgap.images import images_in_values

@@ -76,7 +76,9 @@ async def test_ingest_masks_identifiers_and_keeps_names_searchable(
 async def test_secret_kb_and_hr_tenant_refuse_documents_with_pii(
     api: httpx.AsyncClient, runtime: Any
 ) -> None:
-    h = await _key(runtime, "pii-secret")
+    # a tenant whose policy data allows secret knowledge bases (policies/opa/data.json); an
+    # undeclared tenant gets the default ceiling, confidential, and may not create one
+    h = await _key(runtime, "dept-finance")
     job = await _upload(api, h, "vault", "secret")
     assert job["status"] == "failed"
     assert job["error"]["reason"] == "pii_blocked"

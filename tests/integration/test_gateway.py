@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from scripted_upstream import ScriptedUpstream, free_port, serve
 
 from llmflow.gateway.config import GatewaySettings
+from llmflow.gateway.scripted import ScriptedUpstream, free_port, serve
 
 pytestmark = pytest.mark.integration
 

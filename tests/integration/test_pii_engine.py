@@ -129,7 +129,7 @@ def test_ambiguous_numbers_need_context(engine: PiiEngine) -> None:
     assert spans(text, engine.analyze(text)) == [("EDUCATION", "연세대학교"), ("MAJOR", "행정학과")]
 
 
-def test_invalid_and_placeholder_numbers_are_not_reported(engine: PiiEngine) -> None:
+def test_invalid_and_pseudonym_numbers_are_not_reported(engine: PiiEngine) -> None:
     assert engine.analyze("주문 4242-4242-4242-4241 (Luhn 불일치)") == []
     assert engine.analyze("양식 예시: 연락처 010-0000-0000, 사업자번호 000-00-00000") == []
 

@@ -379,7 +379,7 @@ def test_templates_match_the_schema_and_carry_no_secrets(filename: str, definiti
         assert tenant["validations"]["pattern"]["pattern"] == "^[a-z][a-z0-9-]{1,62}$"
 
 
-def test_template_placeholders_render_with_defaults_and_overrides() -> None:
+def test_template_variables_render_with_defaults_and_overrides() -> None:
     default = load_realm_template(TEMPLATES)
     grafana = next(c for c in default.clients if c["clientId"] == "grafana")
     assert grafana["redirectUris"] == ["https://grafana.llmflow.internal/login/generic_oauth"]

@@ -116,10 +116,10 @@ def test_policy_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
 
 def test_pseudonyms_are_stable_per_value_and_restored() -> None:
     p = Pseudonymizer()
-    a = p.placeholder("PERSON", "김도현")
-    b = p.placeholder("PERSON", "이서연")
-    assert (a, b, p.placeholder("PERSON", "김도현")) == ("<PERSON_1>", "<PERSON_2>", "<PERSON_1>")
-    assert p.placeholder("PHONE_NUMBER", "010-1234-5678") == "<PHONE_NUMBER_1>"
+    a = p.pseudonym("PERSON", "김도현")
+    b = p.pseudonym("PERSON", "이서연")
+    assert (a, b, p.pseudonym("PERSON", "김도현")) == ("<PERSON_1>", "<PERSON_2>", "<PERSON_1>")
+    assert p.pseudonym("PHONE_NUMBER", "010-1234-5678") == "<PHONE_NUMBER_1>"
     answer = "<PERSON_1>님께 <PHONE_NUMBER_1>로 연락했고 <PERSON_2>님은 부재중입니다."
     assert p.restore(answer) == "김도현님께 010-1234-5678로 연락했고 이서연님은 부재중입니다."
     # another request's pseudonymizer knows nothing of these values
@@ -128,8 +128,8 @@ def test_pseudonyms_are_stable_per_value_and_restored() -> None:
 
 def test_streamed_answer_is_restored_at_every_split_point() -> None:
     p = Pseudonymizer()
-    p.placeholder("PERSON", "김도현")
-    p.placeholder("PERSON", "이서연")
+    p.pseudonym("PERSON", "김도현")
+    p.pseudonym("PERSON", "이서연")
     answer = "담당은 <PERSON_1>이고 부담당은 <PERSON_2>입니다. <PERSON_3>은 없는 사람."
     expected = "담당은 김도현이고 부담당은 이서연입니다. <PERSON_3>은 없는 사람."
     for i in range(len(answer)):
@@ -137,7 +137,7 @@ def test_streamed_answer_is_restored_at_every_split_point() -> None:
             stream = p.stream()
             out = stream.feed(answer[:i]) + stream.feed(answer[i:j]) + stream.feed(answer[j:])
             assert out + stream.flush() == expected, (i, j)
-    # nothing is held back longer than a placeholder could be
+    # nothing is held back longer than a pseudonym could be
     stream = p.stream()
     assert stream.feed("안녕하세요 <PER") == "안녕하세요 "
     assert stream.feed("SON_1>님") == "김도현님"

@@ -12,7 +12,15 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 
 from llmflow import __version__
-from llmflow.api import problems, routes_health, routes_kb, routes_pii, routes_search
+from llmflow.api import (
+    problems,
+    routes_audit,
+    routes_gateway,
+    routes_health,
+    routes_kb,
+    routes_pii,
+    routes_search,
+)
 from llmflow.runtime import Runtime
 from llmflow.settings import Settings
 
@@ -56,6 +64,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes_kb.router)
     app.include_router(routes_search.router)
     app.include_router(routes_pii.router)
+    app.include_router(routes_gateway.router)
+    app.include_router(routes_audit.router)
 
     @app.middleware("http")
     async def _metrics(

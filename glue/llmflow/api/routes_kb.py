@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, Request, UploadFile, status
 from pydantic import BaseModel, Field
 
+from llmflow.api.authz import allowed_kbs, authorize, authorize_kb, record_change
 from llmflow.api.deps import PrincipalDep, RuntimeDep
 from llmflow.api.problems import problem_responses
-from llmflow.auth.apikeys import Principal
-from llmflow.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from llmflow.auth.policy.inputs import kb_resource
+from llmflow.errors import InvalidRequest, NotFound, PayloadTooLarge
 from llmflow.ingest.pipeline import Upload
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
@@ -53,77 +54,91 @@ class UploadOut(BaseModel):
     jobs: list[JobOut]
 
 
-def _require_edit(principal: Principal, kb: str | None = None) -> None:
-    if not principal.may_edit(kb):
-        raise Forbidden(
-            "this credential may not modify "
-            + (
-                f"knowledge base {kb!r}"
-                if kb
-                else "knowledge bases (needs an unrestricted editor key)"
-            )
-        )
-
-
-def _require_read(principal: Principal, kb: str) -> None:
-    if not principal.may_read(kb):
-        raise Forbidden(f"this credential may not read knowledge base {kb!r}")
-
-
-@router.get("/kb", response_model=list[KnowledgeBaseOut], responses=problem_responses(401))
-async def list_knowledge_bases(rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    return [
-        kb.to_dict()
-        for kb in await rt.knowledge_bases.list(principal.tenant_id)
-        if principal.may_read(kb.name)
-    ]
+@router.get("/kb", response_model=list[KnowledgeBaseOut], responses=problem_responses(401, 503))
+async def list_knowledge_bases(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> list[dict[str, Any]]:
+    """The caller's knowledge bases that the policy lets it read (``kb.read`` each)."""
+    kbs = await rt.knowledge_bases.list(principal.tenant_id)
+    allowed = await allowed_kbs(rt, principal, "kb.read", kbs, request=request)
+    return [kb.to_dict() for kb in allowed]
 
 
 @router.post(
     "/kb",
     response_model=KnowledgeBaseOut,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(401, 403, 409, 422, 503),
 )
 async def create_knowledge_base(
-    body: KnowledgeBaseCreate, rt: RuntimeDep, principal: PrincipalDep
+    body: KnowledgeBaseCreate, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    _require_edit(principal)
+    """Create a knowledge base in the caller's tenant (``kb.admin``, checked against the
+    tenant's classification ceiling)."""
+    resource = kb_resource(principal.tenant_id, body.name, body.classification)
+    await authorize(rt, principal, "kb.admin", resource, request=request)
     kb = await rt.knowledge_bases.create(
         principal.tenant_id, body.name, body.description, classification=body.classification
+    )
+    await record_change(
+        rt,
+        principal,
+        "kb.create",
+        "knowledge_base",
+        kb.name,
+        request=request,
+        details={"classification": kb.classification, "description": kb.description},
     )
     return kb.to_dict()
 
 
-@router.get("/kb/{kb}", response_model=KnowledgeBaseOut, responses=problem_responses(401, 403, 404))
-async def get_knowledge_base(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    _require_read(principal, kb)
-    return (await rt.knowledge_bases.get(principal.tenant_id, kb)).to_dict()
+@router.get(
+    "/kb/{kb}", response_model=KnowledgeBaseOut, responses=problem_responses(401, 403, 404, 503)
+)
+async def get_knowledge_base(
+    kb: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return (await authorize_kb(rt, principal, "kb.read", kb, request=request)).to_dict()
 
 
 @router.delete(
-    "/kb/{kb}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403, 404)
+    "/kb/{kb}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 503),
 )
-async def delete_knowledge_base(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> None:
-    _require_edit(principal)
+async def delete_knowledge_base(
+    kb: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> None:
+    """Delete a knowledge base with its documents from every store (``kb.admin``)."""
+    info = await authorize_kb(rt, principal, "kb.admin", kb, request=request)
     await rt.ingest.delete_kb(principal.tenant_id, kb)
+    await record_change(
+        rt,
+        principal,
+        "kb.delete",
+        "knowledge_base",
+        kb,
+        request=request,
+        details={"classification": info.classification, "documents": info.documents},
+    )
 
 
 @router.post(
     "/kb/{kb}/documents",
     response_model=UploadOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 403, 404, 413, 422),
+    responses=problem_responses(401, 403, 404, 413, 422, 503),
 )
 async def upload_documents(
     kb: str,
+    request: Request,
     rt: RuntimeDep,
     principal: PrincipalDep,
     files: Annotated[list[UploadFile], File(description="one or more documents")],
 ) -> dict[str, Any]:
     """Upload documents; each becomes one ingest job. Returns at once (202): poll
     ``GET /v1/jobs/{id}``. A file over the size limit fails alone; the rest carry on."""
-    _require_edit(principal, kb)
+    await authorize_kb(rt, principal, "ingest", kb, request=request)
     settings = rt.settings
     if not files:
         raise InvalidRequest("send at least one file in the 'files' form field")
@@ -140,31 +155,42 @@ async def upload_documents(
     return {"jobs": jobs}
 
 
-@router.get("/kb/{kb}/documents", responses=problem_responses(401, 403, 404))
-async def list_documents(kb: str, rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    _require_read(principal, kb)
+@router.get("/kb/{kb}/documents", responses=problem_responses(401, 403, 404, 503))
+async def list_documents(
+    kb: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> list[dict[str, Any]]:
+    await authorize_kb(rt, principal, "kb.read", kb, request=request)
     return await rt.ingest.documents(principal.tenant_id, kb)
 
 
-@router.get("/kb/{kb}/documents/{document_id}", responses=problem_responses(401, 403, 404))
+@router.get("/kb/{kb}/documents/{document_id}", responses=problem_responses(401, 403, 404, 503))
 async def get_document(
-    kb: str, document_id: str, rt: RuntimeDep, principal: PrincipalDep
+    kb: str, document_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    _require_read(principal, kb)
+    await authorize_kb(rt, principal, "kb.read", kb, request=request)
     return await rt.ingest.document(principal.tenant_id, kb, document_id)
 
 
 @router.delete(
     "/kb/{kb}/documents/{document_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 503),
 )
 async def delete_document(
-    kb: str, document_id: str, rt: RuntimeDep, principal: PrincipalDep
+    kb: str, document_id: str, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> None:
-    """Remove the document from the index, the object store and the metadata."""
-    _require_edit(principal, kb)
+    """Remove the document from the index, the object store and the metadata (``kb.write``)."""
+    await authorize_kb(rt, principal, "kb.write", kb, request=request)
     await rt.ingest.delete_document(principal.tenant_id, kb, document_id)
+    await record_change(
+        rt,
+        principal,
+        "document.delete",
+        "document",
+        document_id,
+        request=request,
+        details={"knowledge_base": kb},
+    )
 
 
 @router.get(

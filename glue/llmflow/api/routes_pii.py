@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from llmflow.api.authz import authorize
 from llmflow.api.deps import PrincipalDep, RuntimeDep
 from llmflow.api.problems import problem_responses
 from llmflow.errors import InvalidRequest
 from llmflow.pii.config import Surface
 
 router = APIRouter(prefix="/v1/pii", tags=["pii"])
+
+ACTION = "pii.use"
+"""The PII service of the caller's own tenant: it reads no tenant data (``kb.read`` and
+``search`` would say otherwise) and every role may use it (policies/opa/README.md)."""
 
 MAX_TEXT_CHARS = 1_000_000
 
@@ -65,12 +70,22 @@ class EntityType(BaseModel):
     description: str
 
 
-@router.post("/analyze", response_model=AnalyzeResponse, responses=problem_responses(401, 422))
-async def analyze(body: AnalyzeRequest, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+async def _authorize(rt: RuntimeDep, principal: PrincipalDep, request: Request, op: str) -> None:
+    resource = {"type": "pii", "tenant": principal.tenant_id, "id": op}
+    await authorize(rt, principal, ACTION, resource, request=request)
+
+
+@router.post(
+    "/analyze", response_model=AnalyzeResponse, responses=problem_responses(401, 403, 422, 503)
+)
+async def analyze(
+    body: AnalyzeRequest, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Find PII in a text: spans with type, offsets, score and the recognizer that found it.
 
     Nothing is stored or logged; the response repeats the caller's own text spans.
     """
+    await _authorize(rt, principal, request, "analyze")
     engine = await rt.pii_engine()
     if body.entities:
         unknown = sorted(set(body.entities) - set(engine.entities))
@@ -82,14 +97,17 @@ async def analyze(body: AnalyzeRequest, rt: RuntimeDep, principal: PrincipalDep)
     return {"entities": [{**f.to_dict(), "text": body.text[f.start : f.end]} for f in findings]}
 
 
-@router.post("/anonymize", response_model=AnonymizeResponse, responses=problem_responses(401, 422))
+@router.post(
+    "/anonymize", response_model=AnonymizeResponse, responses=problem_responses(401, 403, 422, 503)
+)
 async def anonymize(
-    body: AnonymizeRequest, rt: RuntimeDep, principal: PrincipalDep
+    body: AnonymizeRequest, request: Request, rt: RuntimeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Apply the tenant's PII policy (surface ``anonymize``) to a text.
 
     A ``block`` in the policy answers 422 ``pii_blocked`` naming the entity types.
     """
+    await _authorize(rt, principal, request, "anonymize")
     guard = await rt.pii_guard()
     result = await asyncio.to_thread(
         guard.apply,
@@ -113,9 +131,14 @@ async def anonymize(
     }
 
 
-@router.get("/entities", response_model=list[EntityType], responses=problem_responses(401))
-async def entities(rt: RuntimeDep, principal: PrincipalDep) -> list[dict[str, str]]:
+@router.get(
+    "/entities", response_model=list[EntityType], responses=problem_responses(401, 403, 503)
+)
+async def entities(
+    request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> list[dict[str, str]]:
     """The entity types the engine reports, with what each covers."""
+    await _authorize(rt, principal, request, "entities")
     from llmflow.pii.recognizers import describe
 
     engine = await rt.pii_engine()

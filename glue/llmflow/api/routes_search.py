@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from llmflow.api.authz import authorize_kb
 from llmflow.api.deps import PrincipalDep, RuntimeDep
 from llmflow.api.problems import problem_responses
-from llmflow.errors import LLMFlowError, Unauthorized
+from llmflow.errors import Forbidden, LLMFlowError, NotFound, Unauthorized
 from llmflow.retrieve.metadata_filter import MetadataCondition
 
 router = APIRouter(tags=["retrieval"])
@@ -53,10 +54,18 @@ class SearchOut(BaseModel):
 
 
 @router.post(
-    "/v1/search", response_model=SearchOut, responses=problem_responses(401, 403, 404, 422)
+    "/v1/search", response_model=SearchOut, responses=problem_responses(401, 403, 404, 422, 503)
 )
-async def search(body: SearchRequest, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Hybrid (dense + Korean-morpheme BM25) search over the caller's knowledge bases."""
+async def search(
+    body: SearchRequest, request: Request, rt: RuntimeDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Hybrid (dense + Korean-morpheme BM25) search over the caller's knowledge bases.
+
+    One ``search`` decision per knowledge base named (all must be allowed); the names are
+    looked up in the caller's tenant only.
+    """
+    for name in dict.fromkeys(body.knowledge_bases):
+        await authorize_kb(rt, principal, "search", name, request=request)
     resp = await rt.search.search(
         principal,
         body.knowledge_bases,
@@ -138,10 +147,14 @@ async def dify_retrieval(request: Request, rt: RuntimeDep) -> Any:
         body = RetrievalRequest.model_validate(json.loads(raw) if raw.strip() else {})
     except (ValueError, ValidationError) as exc:
         return _dify_error(400, 1000, f"invalid request body: {exc}".splitlines()[0][:300])
-    if not principal.may_read(body.knowledge_id):
-        return _dify_error(
-            403, 1002, "Authorization failed: the key is not bound to this knowledge base"
-        )
+    try:
+        await authorize_kb(rt, principal, "search", body.knowledge_id, request=request)
+    except Forbidden as exc:
+        return _dify_error(403, 1002, f"Authorization failed: {exc.detail}")
+    except NotFound:
+        return _dify_error(404, 2001, "The knowledge does not exist")
+    except LLMFlowError as exc:  # the policy or the audit log is unavailable
+        return _dify_error(exc.status, 5000, exc.detail)
     try:
         resp = await rt.search.search(
             principal,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,8 +51,20 @@ def parse_key(key: str) -> tuple[str, str] | None:
 
 
 class ApiKeys:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """API keys in PostgreSQL, with a short in-process cache of verified keys.
+
+    The LLM gateway authenticates every call, and a lookup plus the ``last_used_at`` write
+    is two database round trips; a verified key is therefore remembered for ``cache_ttl_s``
+    seconds (a revocation made through this process applies at once, one made elsewhere
+    within that time).
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache_ttl_s: float = 10.0
+    ) -> None:
         self.sessions = sessions
+        self.cache_ttl_s = cache_ttl_s
+        self._verified: dict[str, tuple[float, Principal]] = {}
 
     async def create(
         self,
@@ -85,6 +98,18 @@ class ApiKeys:
         parsed = parse_key(key)
         if parsed is None:
             raise Unauthorized("not an LLMFlow API key")
+        digest = _hash(key)
+        cached = self._verified.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
+            return cached[1]
+        principal = await self._lookup(parsed[0], key)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[digest] = (time.monotonic(), principal)
+        return principal
+
+    async def _lookup(self, prefix: str, key: str) -> Principal:
+        parsed = (prefix,)
         async with self.sessions() as session:
             row = (
                 await session.execute(select(ApiKey).where(ApiKey.key_prefix == parsed[0]))
@@ -113,6 +138,9 @@ class ApiKeys:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 await session.commit()
+        self._verified = {
+            d: v for d, v in self._verified.items() if v[1].subject != f"apikey:{key_id}"
+        }
 
     async def list(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
         async with self.sessions() as session:

@@ -36,8 +36,10 @@ PrincipalKind = Literal["api_key", "user", "service"]
 
 READER = "reader"
 EDITOR = "editor"
-API_KEY_ROLES = frozenset({READER, EDITOR})
-"""Roles an API key can hold; the data-plane roles that may_read/may_edit check."""
+MODEL = "model"
+DATA_ROLES = frozenset({READER, EDITOR})
+API_KEY_ROLES = frozenset({READER, EDITOR, MODEL})
+"""Roles an API key can hold: reader/editor on knowledge bases, model for the LLM gateway."""
 
 PLATFORM_ADMIN = "platform-admin"
 OPERATOR = "operator"
@@ -90,7 +92,7 @@ class Principal:
 
     def may_read(self, kb_name: str) -> bool:
         """Readers and editors read the KBs of their grant (every KB of the tenant if none)."""
-        if not self.roles & API_KEY_ROLES:
+        if not self.roles & DATA_ROLES:
             return False
         return not self.knowledge_bases or kb_name in self.knowledge_bases
 

@@ -1,10 +1,10 @@
 """A fast, scripted OpenAI-compatible upstream (vLLM's API surface) on a real local port.
 
-It answers instantly and deterministically, so gateway tests can isolate the gateway's own
-behaviour and overhead: the chat answer echoes the last user message (placeholders and
-all), streams word by word, reports usage unless told not to, and records what it received.
-Behaviour switches live on ``ScriptedUpstream`` (``fail_with``, ``report_usage``,
-``flat_errors``, ``delay_s``).
+Used by the gateway's tests and by ``llmflow bench gateway``: it answers instantly and
+deterministically, so the gateway's own behaviour and overhead can be isolated. The chat
+answer echoes the last user message (pseudonyms and all), streams word by word, reports
+usage unless told not to, and records what it received. Behaviour switches live on
+``ScriptedUpstream`` (``fail_with``, ``report_usage``, ``flat_errors``, ``delay_s``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class ScriptedUpstream:
     report_usage: bool = True
     flat_errors: bool = False
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    record: bool = True
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     adapters: set[str] = field(default_factory=set)
     url: str = ""
@@ -59,7 +61,8 @@ class ScriptedUpstream:
     # -- endpoints --------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append((request.url.path, body))
+        if self.record:
+            self.requests.append((request.url.path, body))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
@@ -111,10 +114,10 @@ class ScriptedUpstream:
                 {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
             )
             choice["finish_reason"] = "stop" if last else None
-            event = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "model": model,
-                     "choices": [choice]}  # fmt: skip
+            event: dict[str, Any] = {"id": "cmpl-scripted", "object": "chat.completion.chunk",
+                                     "model": model, "choices": [choice]}  # fmt: skip
             yield b"data: " + json.dumps(event).encode() + b"\n\n"
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.chunk_delay_s)
         if usage is not None and self.report_usage:
             event = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "model": model,
                      "choices": [], "usage": usage}  # fmt: skip
@@ -202,3 +205,20 @@ def serve(upstream: ScriptedUpstream) -> Iterator[ScriptedUpstream]:
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def main() -> None:
+    """``python -m llmflow.gateway.scripted --port P``: serve in the foreground (benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    args = parser.parse_args()
+    upstream = ScriptedUpstream("bench", chunk_delay_s=args.chunk_delay, record=False)
+    uvicorn.run(upstream.app(), host="127.0.0.1", port=args.port, log_level="error",
+                lifespan="off", backlog=4096)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 
 Per request: routing table → policy (may this tenant use this model with this data
 classification?) → quota → PII guard on the prompt (block, mask or pseudonymise) →
-upstream with fallbacks → the answer's own PII masked, placeholders restored (streaming
+upstream with fallbacks → the answer's own PII masked, pseudonyms restored (streaming
 too) → usage (ledger, metrics).
 """
 
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 
 from llmflow.gateway import metrics, sse
@@ -154,7 +155,7 @@ class GatewayService:
         if not self.settings.pii_guard or self._guard is None:
             return body
         if ctx.route.kind == "embedding" and ctx.route.provider == "internal":
-            return body  # vectors of placeholders are useless, and nothing leaves the platform
+            return body  # vectors of pseudonyms are useless, and nothing leaves the platform
         from llmflow.errors import PiiBlocked
         from llmflow.pii.config import Surface
         from llmflow.pii.pseudonyms import Pseudonymizer
@@ -214,7 +215,7 @@ class GatewayService:
         self, ctx: CallContext, path: str, body: dict[str, Any]
     ) -> AsyncIterator[bytes]:
         """Open the upstream stream (fallbacks apply until the first byte), then pass the
-        events through with placeholders restored and usage accounted."""
+        events through with pseudonyms restored and usage accounted."""
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         route, backend, response = await self._open_stream(ctx, path, upstream_body)
@@ -440,7 +441,11 @@ class GatewayService:
             yield sse.encode(normalise_error(502, "the upstream stream broke off").body)
             yield sse.DONE
         finally:
-            await response.aclose()  # on a client disconnect this aborts the upstream request
+            # On a client disconnect Starlette cancels this generator inside an anyio cancel
+            # scope, where every further await is cancelled too: shield the close, or the
+            # upstream connection stays open and the model keeps generating for nobody.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
             prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
             completion_tokens = int((usage or {}).get("completion_tokens") or 0)
             if usage is None and status == 200:

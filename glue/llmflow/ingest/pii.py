@@ -33,7 +33,7 @@ def apply_pii_policy(
     document; its message names the types, never the values.
     """
     report = PiiReport()
-    # One pseudonymizer per document: the same person gets the same placeholder in every
+    # One pseudonymizer per document: the same person gets the same pseudonym in every
     # chunk, so retrieval still groups what belongs together.
     pseudonymizer = Pseudonymizer(guard.config.pseudonym_format)
     out: list[Element] = []

@@ -1,7 +1,7 @@
 """Applying the PII policy to text: allow, mask, redact, hash, block, pseudonymize.
 
 The replacements run through Presidio's ``AnonymizerEngine`` with one operator per entity
-type. ``pseudonymize`` is reversible: each distinct value becomes a stable placeholder
+type. ``pseudonymize`` is reversible: each distinct value becomes a stable pseudonym
 (``<PERSON_1>``) for the lifetime of one :class:`Pseudonymizer` — one gateway request —
 and the mapping lives only in that object's memory, so a model never sees the values and
 its answer gets them back (:meth:`Pseudonymizer.restore`, :class:`StreamRestorer`).
@@ -124,7 +124,7 @@ class PiiGuard:
             return OperatorConfig("hash", {"hash_type": "sha256", "salt": self._salt})
         if action is Action.PSEUDONYMIZE:
             assert pseudonymizer is not None
-            fn: Callable[[str], str] = lambda value: pseudonymizer.placeholder(entity, value)  # noqa: E731
+            fn: Callable[[str], str] = lambda value: pseudonymizer.pseudonym(entity, value)  # noqa: E731
             return OperatorConfig("custom", {"lambda": fn})
         masker: Callable[[str], str] = lambda value: mask_value(entity, value)  # noqa: E731
         return OperatorConfig("custom", {"lambda": masker})

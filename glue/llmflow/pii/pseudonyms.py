@@ -1,6 +1,6 @@
 """Reversible pseudonyms and format-keeping masks (pure Python, no Presidio import).
 
-``pseudonymize`` replaces each distinct value with a stable placeholder (``<PERSON_1>``)
+``pseudonymize`` replaces each distinct value with a stable pseudonym (``<PERSON_1>``)
 for the lifetime of one :class:`Pseudonymizer` — one gateway request — and the mapping
 lives only in that object's memory, so a model never sees the values and its answer gets
 them back (:meth:`Pseudonymizer.restore`, :class:`StreamRestorer` for streamed answers).
@@ -50,38 +50,38 @@ def _keep_last_digits(value: str, n: int) -> int:
 
 
 class Pseudonymizer:
-    """Stable placeholders for one request; restores them in the model's answer."""
+    """Stable pseudonyms for one request; restores them in the model's answer."""
 
-    def __init__(self, placeholder_format: str = "<{entity}_{n}>") -> None:
-        self.placeholder_format = placeholder_format
+    def __init__(self, pseudonym_format: str = "<{entity}_{n}>") -> None:
+        self.pseudonym_format = pseudonym_format
         self._by_value: dict[tuple[str, str], str] = {}
-        self._by_placeholder: dict[str, str] = {}
+        self._by_pseudonym: dict[str, str] = {}
         self._counts: Counter[str] = Counter()
         self._pattern: re.Pattern[str] | None = None
 
-    def placeholder(self, entity: str, value: str) -> str:
-        """The placeholder of ``value``: the same value gets the same one every time."""
+    def pseudonym(self, entity: str, value: str) -> str:
+        """The pseudonym of ``value``: the same value gets the same one every time."""
         key = (entity, value)
         existing = self._by_value.get(key)
         if existing is not None:
             return existing
         self._counts[entity] += 1
-        placeholder = self.placeholder_format.format(entity=entity, n=self._counts[entity])
-        self._by_value[key] = placeholder
-        self._by_placeholder[placeholder] = value
+        pseudonym = self.pseudonym_format.format(entity=entity, n=self._counts[entity])
+        self._by_value[key] = pseudonym
+        self._by_pseudonym[pseudonym] = value
         self._pattern = None
-        return placeholder
+        return pseudonym
 
     @property
     def mapping(self) -> dict[str, str]:
-        """placeholder → original value (in memory only; never log it)."""
-        return dict(self._by_placeholder)
+        """pseudonym → original value (in memory only; never log it)."""
+        return dict(self._by_pseudonym)
 
     def restore(self, text: str) -> str:
-        """Put the original values back where the answer repeats a placeholder."""
-        if not self._by_placeholder:
+        """Put the original values back where the answer repeats a pseudonym."""
+        if not self._by_pseudonym:
             return text
-        return self._regex().sub(lambda m: self._by_placeholder[m.group(0)], text)
+        return self._regex().sub(lambda m: self._by_pseudonym[m.group(0)], text)
 
     def stream(self) -> StreamRestorer:
         """A restorer for an answer that arrives in pieces (SSE deltas)."""
@@ -89,16 +89,16 @@ class Pseudonymizer:
 
     def _regex(self) -> re.Pattern[str]:
         if self._pattern is None:
-            alternatives = sorted(self._by_placeholder, key=len, reverse=True)
+            alternatives = sorted(self._by_pseudonym, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(p) for p in alternatives))
         return self._pattern
 
 
 class StreamRestorer:
-    """Restores placeholders split across stream chunks ("<PER" + "SON_1>").
+    """Restores pseudonyms split across stream chunks ("<PER" + "SON_1>").
 
-    Text is passed on as soon as it cannot be the start of a placeholder; at most the
-    length of the longest placeholder is held back.
+    Text is passed on as soon as it cannot be the start of a pseudonym; at most the
+    length of the longest pseudonym is held back.
     """
 
     def __init__(self, pseudonymizer: Pseudonymizer) -> None:
@@ -108,12 +108,12 @@ class StreamRestorer:
     def feed(self, chunk: str) -> str:
         """Restore what can be restored; return the text that is safe to send now."""
         self._buffer += chunk
-        placeholders = self.pseudonymizer.mapping
-        if not placeholders:
+        pseudonyms = self.pseudonymizer.mapping
+        if not pseudonyms:
             out, self._buffer = self._buffer, ""
             return out
         restored = self.pseudonymizer.restore(self._buffer)
-        hold = _partial_placeholder_suffix(restored, placeholders)
+        hold = _partial_pseudonym_suffix(restored, pseudonyms)
         self._buffer = restored[len(restored) - hold :] if hold else ""
         return restored[: len(restored) - hold] if hold else restored
 
@@ -123,11 +123,11 @@ class StreamRestorer:
         return out
 
 
-def _partial_placeholder_suffix(text: str, placeholders: dict[str, str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a placeholder."""
-    longest = max(len(p) for p in placeholders)
+def _partial_pseudonym_suffix(text: str, pseudonyms: dict[str, str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a pseudonym."""
+    longest = max(len(p) for p in pseudonyms)
     for size in range(min(longest - 1, len(text)), 0, -1):
         tail = text[-size:]
-        if any(p.startswith(tail) for p in placeholders):
+        if any(p.startswith(tail) for p in pseudonyms):
             return size
     return 0

@@ -53,7 +53,7 @@ def brn_valid(value: str) -> bool | None:
 
 def ipv4_valid(value: str) -> bool | None:
     """Version strings ("1.2.3.4" in "v1.2.3.4") are handled by the pattern; here only
-    all-zero and broadcast-like placeholders are dropped."""
+    all-zero and broadcast-like dummy addresses are dropped."""
     return False if value in ("0.0.0.0", "255.255.255.255") else None
 
 

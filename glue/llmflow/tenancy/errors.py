@@ -26,3 +26,12 @@ class SecretUnavailable(LLMFlowError):
     status = 500
     code = "secret_unavailable"
     title = "Secret unavailable"
+
+
+class TenantReconcileError(LLMFlowError):
+    """A system of the tenant control plane refused or failed a call while planning or
+    applying; the message names the system, the object and the server's answer."""
+
+    status = 502
+    code = "tenant_reconcile_failed"
+    title = "Tenant reconciliation failed"

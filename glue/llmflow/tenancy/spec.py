@@ -22,9 +22,14 @@ from llmflow.tenancy.errors import TenantSpecError
 # profile validates the same pattern (platform/keycloak/realm-llmflow.json).
 TENANT_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 REALM_ROLES = ("platform-admin", "operator", "developer", "viewer")
+# The ranks of policies/opa/authz.rego (classification_rank), lowest first.
+CLASSIFICATIONS = ("public", "internal", "confidential", "secret")
 
 _TENANT_RE = re.compile(TENANT_NAME_PATTERN)
 _CLIENT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{1,99}$")
+# A Kubernetes resource quantity as people write it in a quota (no exponent forms).
+_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_CLUSTER_ROLE_RE = re.compile(r"^[a-z0-9][a-z0-9:.-]{0,252}$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,37 @@ class MachineClientSpec:
 
 
 @dataclass(frozen=True)
+class ResourceQuotas:
+    """Compute a tenant's namespace may request (Kubernetes ResourceQuota).
+
+    ``cpu`` and ``memory`` are Kubernetes quantities (``"16"``, ``"64Gi"``); ``None`` leaves
+    that resource unbounded. ``gpus`` counts ``nvidia.com/gpu`` and is also the training
+    quota the OPA policy checks (``quotas.gpus``).
+    """
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpus: int = 0
+    pods: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Gateway limits of the tenant (OPA ``quotas``); ``None`` takes the platform default."""
+
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupBinding:
+    """A Keycloak group (as the API server sees it in the token) bound to a ClusterRole."""
+
+    group: str
+    cluster_role: str
+
+
+@dataclass(frozen=True)
 class TenantSpec:
     """One tenant (department or project) as declared in ``tenants.yaml``."""
 
@@ -73,6 +109,13 @@ class TenantSpec:
     display_name: str
     users: tuple[TenantUser, ...] = ()
     machine_clients: tuple[MachineClientSpec, ...] = ()
+    quotas: ResourceQuotas = field(default_factory=ResourceQuotas)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    # None: the platform defaults of policies/opa/data.json (``data.llmflow.defaults``).
+    allowed_models: tuple[str, ...] | None = None
+    classification_ceiling: str | None = None
+    # Empty: the tenant's own group gets ``view`` in its namespace.
+    role_bindings: tuple[GroupBinding, ...] = ()
     # Sections for other systems (quotas, models, storage ...) are kept verbatim so that the
     # control plane can hand them to their own reconcilers.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -115,6 +158,39 @@ def validate_tenants(tenants: Sequence[TenantSpec]) -> None:
                 raise TenantSpecError(f"machine client {client.client_id!r} is declared twice")
             client_tenant[client.client_id] = tenant.name
             _check_roles(client.roles, f"machine client {client.client_id!r}")
+        _check_limits(tenant)
+
+
+def _check_limits(tenant: TenantSpec) -> None:
+    owner = f"tenant {tenant.name!r}"
+    for label, value in (("cpu", tenant.quotas.cpu), ("memory", tenant.quotas.memory)):
+        if value is not None and not _QUANTITY_RE.match(value):
+            raise TenantSpecError(
+                f"{owner}: quotas.{label} {value!r} is not a Kubernetes quantity "
+                "(e.g. '16', '500m', '64Gi')"
+            )
+    counts = {
+        "quotas.nvidia.com/gpu": tenant.quotas.gpus,
+        "quotas.pods": tenant.quotas.pods,
+        "rateLimits.requestsPerMinute": tenant.rate_limits.requests_per_minute,
+        "rateLimits.tokensPerDay": tenant.rate_limits.tokens_per_day,
+    }
+    for label, count in counts.items():
+        if count is not None and (isinstance(count, bool) or count < 0):
+            raise TenantSpecError(f"{owner}: {label} must be a non-negative integer")
+    ceiling = tenant.classification_ceiling
+    if ceiling is not None and ceiling not in CLASSIFICATIONS:
+        raise TenantSpecError(
+            f"{owner}: classificationCeiling {ceiling!r} must be one of {list(CLASSIFICATIONS)}"
+        )
+    if tenant.allowed_models is not None and not all(tenant.allowed_models):
+        raise TenantSpecError(f"{owner}: allowedModels entries must be non-empty model ids")
+    for binding in tenant.role_bindings:
+        if not binding.group or not _CLUSTER_ROLE_RE.match(binding.cluster_role):
+            raise TenantSpecError(
+                f"{owner}: each kubernetes.roleBindings entry needs a 'group' and a "
+                f"ClusterRole name; got {binding!r}"
+            )
 
 
 def _check_roles(roles: Iterable[str], owner: str) -> None:
@@ -148,14 +224,96 @@ def _tenant(item: Any) -> TenantSpec:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise TenantSpecError(f"each tenant needs a 'name': {item!r}")
     name = item["name"]
-    known = {"name", "displayName", "users", "machineClients"}
+    known = {
+        "name",
+        "displayName",
+        "users",
+        "machineClients",
+        "quotas",
+        "rateLimits",
+        "allowedModels",
+        "classificationCeiling",
+        "kubernetes",
+    }
+    models = item.get("allowedModels")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+    ):
+        raise TenantSpecError(f"tenant {name!r}: allowedModels must be a list of model ids")
+    ceiling = item.get("classificationCeiling")
     return TenantSpec(
         name=name,
         display_name=str(item.get("displayName") or name),
         users=tuple(_user(u, name) for u in item.get("users") or []),
         machine_clients=tuple(_machine_client(c, name) for c in item.get("machineClients") or []),
+        quotas=_quotas(_section(item, "quotas", name), name),
+        rate_limits=_rate_limits(_section(item, "rateLimits", name), name),
+        allowed_models=tuple(models) if models is not None else None,
+        classification_ceiling=str(ceiling) if ceiling is not None else None,
+        role_bindings=_role_bindings(_section(item, "kubernetes", name), name),
         extra={k: v for k, v in item.items() if k not in known},
     )
+
+
+def _section(item: Mapping[str, Any], key: str, tenant: str) -> Mapping[str, Any]:
+    value = item.get(key) or {}
+    if not isinstance(value, dict):
+        raise TenantSpecError(f"tenant {tenant!r}: {key!r} must be a mapping")
+    return value
+
+
+def _int(value: Any, label: str, tenant: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TenantSpecError(f"tenant {tenant!r}: {label} must be an integer, got {value!r}")
+    return value
+
+
+def _quantity(value: Any) -> str | None:
+    # YAML reads `cpu: 16` as an int and `cpu: 0.5` as a float; quotas keep the text form.
+    return None if value is None else str(value)
+
+
+def _quotas(raw: Mapping[str, Any], tenant: str) -> ResourceQuotas:
+    unknown = set(raw) - {"cpu", "memory", "nvidia.com/gpu", "pods"}
+    if unknown:
+        raise TenantSpecError(
+            f"tenant {tenant!r}: unknown quotas {sorted(unknown)}; "
+            "known: cpu, memory, nvidia.com/gpu, pods"
+        )
+    return ResourceQuotas(
+        cpu=_quantity(raw.get("cpu")),
+        memory=_quantity(raw.get("memory")),
+        gpus=_int(raw.get("nvidia.com/gpu"), "quotas.nvidia.com/gpu", tenant) or 0,
+        pods=_int(raw.get("pods"), "quotas.pods", tenant),
+    )
+
+
+def _rate_limits(raw: Mapping[str, Any], tenant: str) -> RateLimits:
+    return RateLimits(
+        requests_per_minute=_int(
+            raw.get("requestsPerMinute"), "rateLimits.requestsPerMinute", tenant
+        ),
+        tokens_per_day=_int(raw.get("tokensPerDay"), "rateLimits.tokensPerDay", tenant),
+    )
+
+
+def _role_bindings(raw: Mapping[str, Any], tenant: str) -> tuple[GroupBinding, ...]:
+    bindings = raw.get("roleBindings") or []
+    if not isinstance(bindings, list):
+        raise TenantSpecError(f"tenant {tenant!r}: kubernetes.roleBindings must be a list")
+    out: list[GroupBinding] = []
+    for entry in bindings:
+        if not isinstance(entry, dict):
+            raise TenantSpecError(f"tenant {tenant!r}: roleBindings entry {entry!r}")
+        out.append(
+            GroupBinding(
+                group=str(entry.get("group") or ""),
+                cluster_role=str(entry.get("clusterRole") or ""),
+            )
+        )
+    return tuple(out)
 
 
 def _user(item: Any, tenant: str) -> TenantUser:

@@ -23,6 +23,7 @@ ACTIONS = frozenset(
         "training.submit",
         "tenant.admin",
         "audit.read",
+        "pii.use",
     }
 )
 """Actions the policy knows; any other action is denied by the policy itself."""

@@ -1,0 +1,264 @@
+"""``llmflow bench gateway``: the gateway's own cost, side by side with calling the upstream
+directly, in one run.
+
+Three processes: a scripted OpenAI-compatible upstream (instant answers), the gateway
+(``llmflow serve`` on an embedded PostgreSQL, API key auth, policy, quota and usage ledger
+on), and this load generator. Each concurrency level alternates direct and gateway rounds
+so both see the same machine. Added latency = gateway percentile − direct percentile; it
+includes the extra HTTP hop on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llmflow.gateway.scripted import free_port
+
+
+@dataclass
+class GatewayBenchOptions:
+    concurrency: list[int] = field(default_factory=lambda: [50, 200])
+    requests: int = 2000
+    rounds: int = 3
+    streams: int = 50
+    pii_guard: bool = False
+    soak_s: float = 0.0
+    soak_streams: int = 1000
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], url: str, timeout_s: float) -> Iterator[int]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"{args[2:4]} exited early: {err}")
+            try:
+                if httpx.get(url, timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up in {timeout_s:.0f} s")
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _load(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, concurrency: int
+) -> tuple[list[float], int]:
+    body = {"model": "bench-chat", "messages": [{"role": "user", "content": "연차 휴가 일수"}]}
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        nonlocal errors
+        for _ in queue:
+            t = time.perf_counter()
+            try:
+                r = await client.post(url, json=body, headers=headers)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - t) * 1000)
+            errors += 0 if ok else 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+async def _ttft(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int
+) -> list[float]:
+    body = {"model": "bench-chat", "stream": True,
+            "messages": [{"role": "user", "content": "첫 토큰까지의 시간"}]}  # fmt: skip
+    out: list[float] = []
+    for _ in range(n):
+        t = time.perf_counter()
+        first: float | None = None
+        async with client.stream("POST", url, json=body, headers=headers) as r:
+            async for line in r.aiter_lines():  # read to the end: the connection is reused
+                if first is None and line.startswith("data: {") and '"content"' in line:
+                    first = (time.perf_counter() - t) * 1000
+        if first is not None:
+            out.append(first)
+    return out
+
+
+async def _soak(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], streams: int, seconds: float
+) -> dict[str, Any]:
+    body = {"model": "bench-chat", "stream": True,
+            "messages": [{"role": "user", "content": " ".join(["토큰"] * 40)}]}  # fmt: skip
+    stop = time.monotonic() + seconds
+    done = errors = 0
+
+    async def one() -> None:
+        nonlocal done, errors
+        while time.monotonic() < stop:
+            try:
+                async with client.stream("POST", url, json=body, headers=headers) as r:
+                    ok = r.status_code == 200
+                    async for _ in r.aiter_bytes():
+                        pass
+            except httpx.HTTPError:
+                ok = False
+            done += 1
+            errors += 0 if ok else 1
+
+    await asyncio.gather(*(one() for _ in range(streams)))
+    return {"streams": streams, "seconds": seconds, "completed": done, "errors": errors}
+
+
+def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
+    """Run the benchmark; returns the numbers (printing is the CLI's job)."""
+    from llmflow.runtime import Runtime
+    from llmflow.settings import Settings
+
+    up_port, gw_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    gateway = f"http://127.0.0.1:{gw_port}"
+    result: dict[str, Any] = {"pii_guard": opts.pii_guard, "levels": []}
+    with tempfile.TemporaryDirectory(prefix="llmflow-bench-gw-") as tmp:
+        data_dir = Path(tmp)
+        models = [{"name": "bench-chat", "backends": [{"url": upstream}]}]
+        env = {
+            **os.environ,
+            "LLMFLOW_DATA_DIR": str(data_dir),
+            "LLMFLOW_GATEWAY__MODELS": json.dumps(models),
+            "LLMFLOW_GATEWAY__PII_GUARD": "true" if opts.pii_guard else "false",
+            "LLMFLOW_GATEWAY__DEFAULT_QUOTA": json.dumps(
+                {"requests_per_minute": 10_000_000, "tokens_per_day": 10_000_000_000}
+            ),
+            "LLMFLOW_JOBS__IN_PROCESS_WORKER": "false",
+            "LLMFLOW_LOG_LEVEL": "WARNING",
+        }
+        settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+
+        async def make_key() -> str:
+            rt = await Runtime.open(settings)
+            try:
+                issued = await rt.api_keys.create("bench", roles=["model"], name="bench")
+                return issued.key
+            finally:
+                await rt.close()
+
+        key = asyncio.run(make_key())
+        headers = {"Authorization": f"Bearer {key}"}
+        chunk_delay = "0.05" if opts.soak_s else "0"
+        up_cmd = [sys.executable, "-m", "llmflow.gateway.scripted", "--port", str(up_port),
+                  "--chunk-delay", chunk_delay]  # fmt: skip
+        gw_cmd = [sys.executable, "-m", "llmflow.cli", "serve", "--port", str(gw_port)]
+        with (
+            _process(up_cmd, env, f"{upstream}/health", 30),
+            _process(gw_cmd, env, f"{gateway}/healthz", 120) as gw_pid,
+        ):
+            result.update(asyncio.run(_measure(opts, upstream, gateway, headers, gw_pid)))
+    return result
+
+
+async def _measure(
+    opts: GatewayBenchOptions, upstream: str, gateway: str, headers: dict[str, str], gw_pid: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"levels": []}
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        direct_url, gw_url = f"{upstream}/v1/chat/completions", f"{gateway}/v1/chat/completions"
+        await _load(client, gw_url, headers, 200, 20)  # warm-up: policy, quota, pools
+        await _load(client, direct_url, {}, 200, 20)
+        for c in opts.concurrency:
+            direct: list[float] = []
+            via: list[float] = []
+            errors = {"direct": 0, "gateway": 0}
+            per_round = max(1, opts.requests // opts.rounds)
+            for _ in range(opts.rounds):
+                lat, err = await _load(client, direct_url, {}, per_round, c)
+                direct += lat
+                errors["direct"] += err
+                lat, err = await _load(client, gw_url, headers, per_round, c)
+                via += lat
+                errors["gateway"] += err
+            d50, d99 = _percentile(direct, 50), _percentile(direct, 99)
+            g50, g99 = _percentile(via, 50), _percentile(via, 99)
+            out["levels"].append({
+                "concurrency": c, "requests": len(via), "errors": errors,
+                "direct_p50_ms": d50, "direct_p99_ms": d99,
+                "gateway_p50_ms": g50, "gateway_p99_ms": g99,
+                "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99,
+                "ratio_p50": g50 / d50 if d50 else None,
+            })  # fmt: skip
+        d_ttft = await _ttft(client, direct_url, {}, opts.streams)
+        g_ttft = await _ttft(client, gw_url, headers, opts.streams)
+        out["ttft"] = {
+            "direct_p50_ms": statistics.median(d_ttft) if d_ttft else None,
+            "gateway_p50_ms": statistics.median(g_ttft) if g_ttft else None,
+        }
+        if opts.soak_s:
+            before = _rss_mb(gw_pid)
+            soak = await _soak(client, gw_url, headers, opts.soak_streams, opts.soak_s)
+            soak.update({"gateway_rss_mb_before": before, "gateway_rss_mb_after": _rss_mb(gw_pid)})
+            out["soak"] = soak
+    out["pii_guard_ms_per_kb"] = _pii_cost()
+    return out
+
+
+def _pii_cost() -> dict[str, float]:
+    """CPU milliseconds per KB of prompt for the PII guard (pseudonymise), in-process."""
+    from llmflow.pii.anonymize import PiiGuard
+    from llmflow.pii.config import Surface, default_config_path, load_config
+    from llmflow.pii.engine import PiiEngine
+    from llmflow.settings import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    guard = PiiGuard(PiiEngine(load_config(default_config_path(settings.policies_dir))), b"x")
+    sentence = "김도현 과장(010-4582-7104, dh.kim@corp.kr)에게 연차 휴가 규정을 요약해 보내 줘. "
+    out: dict[str, float] = {}
+    for kb in (1, 4, 16):
+        text = (sentence * (kb * 1024 // len(sentence.encode()) + 1))[: kb * 1024 // 3]
+        size_kb = len(text.encode()) / 1024
+        t = time.process_time()
+        for _ in range(5):
+            guard.apply(text, Surface.PROMPT)
+        out[f"{kb}KB"] = (time.process_time() - t) / 5 * 1000 / size_kb
+    return out
