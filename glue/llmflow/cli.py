@@ -178,7 +178,16 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run an ingest worker until interrupted (cluster mode; embedded mode runs it in-process)."""
-    run(lambda rt: rt.jobs.run_forever(install_signal_handlers=True))
+
+    async def work(rt: Any) -> None:
+        if rt.settings.pii.mask_logs:
+            from llmflow.pii.anonymize import install_log_masking
+
+            await rt.pii_guard()  # documents' PII must not reach the logs either
+            install_log_masking()
+        await rt.jobs.run_forever(install_signal_handlers=True)
+
+    run(work)
 
 
 # -- knowledge bases ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ SAMPLES = REPO / "platform" / "samples"
 
 
 def register(app: typer.Typer) -> None:
-    from llmflow import commands_gateway, commands_pii, commands_tenant
+    from llmflow import commands_apisix, commands_gateway, commands_pii, commands_tenant
 
     eval_app = typer.Typer(
         help="Evaluate retrieval or PII detection quality on a dataset.", no_args_is_help=True
@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
     commands_pii.register(app, eval_app)
     commands_tenant.register(app)
     commands_gateway.register(app)
+    commands_apisix.register(app)
     app.command()(demo)
     try:
         from llmflow.bench import bench_app

@@ -176,6 +176,11 @@ class PiiSettings(BaseModel):
         default=None,
         description="salt of the 'hash' action (a secret); default: a random one in data_dir",
     )
+    mask_logs: bool = Field(
+        default=True,
+        description="services (serve, worker) mask PII in every log line (loads the engine at "
+        "start-up, ~13 s)",
+    )
 
 
 class AuthSettings(BaseModel):

@@ -237,3 +237,25 @@ def _pred(f: PiiFinding, text: str) -> object:
     from llmflow.eval.pii import PredSpan
 
     return PredSpan(f.entity_type, f.start, f.end, text[f.start : f.end], f.score, f.recognizer)
+
+
+def test_log_masking_covers_records_of_every_module(
+    guard: PiiGuard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from llmflow.pii.anonymize import install_log_masking
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    try:
+        assert install_log_masking(("",)) >= 1
+        assert install_log_masking(("",)) == 0  # idempotent
+        logging.getLogger("llmflow.ingest.some.module").warning(
+            "failed for 이서연 주무관 010-1234-5678"
+        )
+        err = capsys.readouterr().err
+        assert "이** 주무관 010-****-5678" in err and "이서연" not in err
+    finally:
+        root.removeHandler(handler)

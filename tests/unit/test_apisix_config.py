@@ -229,3 +229,20 @@ def test_render_writes_the_file(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
     assert text == render_apisix_yaml(load_route_list(ROUTES))
     assert build_apisix_config(load_route_list(ROUTES)) == yaml.safe_load(text)
+
+
+def test_shipped_configmap_is_the_rendered_route_list() -> None:
+    """platform/manifests/apisix-routes.yaml (installed by the bundle) is what
+    `llmflow apisix render --configmap` produces from platform/apisix/routes.yaml."""
+    from llmflow.apisix import render_apisix
+    from llmflow.commands_apisix import configmap
+
+    shipped = (APISIX_DIR.parent / "manifests" / "apisix-routes.yaml").read_text(encoding="utf-8")
+    assert shipped == configmap(render_apisix(ROUTES)), (
+        "platform/manifests/apisix-routes.yaml is stale: run "
+        "llmflow apisix render --configmap --output platform/manifests/apisix-routes.yaml"
+    )
+    import yaml
+
+    doc = yaml.safe_load(shipped)
+    assert doc["data"]["apisix.yaml"].rstrip().endswith("#END")

@@ -38,6 +38,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         owned = runtime is None
         rt = runtime or await Runtime.open(settings)
         app.state.runtime = rt
+        if owned and settings.pii.mask_logs:
+            from llmflow.pii.anonymize import install_log_masking
+
+            await rt.pii_guard()  # registers the process-wide masker before the first log
+            install_log_masking()
         worker: asyncio.Task[None] | None = None
         if settings.jobs.in_process_worker:
             worker = asyncio.create_task(rt.jobs.run_forever(), name="ingest-worker")

@@ -214,3 +214,19 @@ _STANDARD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None
     "asctime",
     "taskName",
 }
+
+
+def install_log_masking(
+    loggers: tuple[str, ...] = ("", "uvicorn", "uvicorn.error", "uvicorn.access"),
+) -> int:
+    """Put :class:`PiiMaskingFilter` on every handler of these loggers (idempotent), so that
+    records from any module are masked before they are written; returns how many handlers
+    got it. Handler filters, not logger filters: a logger's filter misses the records its
+    children propagate."""
+    added = 0
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, PiiMaskingFilter) for f in handler.filters):
+                handler.addFilter(PiiMaskingFilter())
+                added += 1
+    return added

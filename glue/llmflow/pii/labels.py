@@ -35,6 +35,7 @@ KO_PII_LABELS: dict[str, str | None] = {
     "WEIGHT": "WEIGHT",
     "EDUCATION": "EDUCATION",
     "MAJOR": "MAJOR",
+    "POSITION": "POSITION",
 }
 
 # Entity type → presidio-research label, where it differs from the type itself.

@@ -207,6 +207,27 @@ def find_names(text: str) -> list[tuple[int, int, float, str]]:
     return found
 
 
+_TITLE_AFTER = re.compile(rf"\s?(?P<t>{_TITLE})(?=[^가-힣]|$|{_TAIL})")
+_TITLE_BEFORE = re.compile(rf"(?:^|[^가-힣])(?P<t>{_TITLE})\s$")
+
+
+def find_positions(
+    text: str, names: list[tuple[int, int, float, str]]
+) -> list[tuple[int, int]]:
+    """Spans of job titles directly after or before a name with evidence."""
+    spans: set[tuple[int, int]] = set()
+    for start, end, score, _ in names:
+        if score < 0.5:
+            continue
+        after = _TITLE_AFTER.match(text, end)
+        if after:
+            spans.add(after.span("t"))
+        before = _TITLE_BEFORE.search(text, max(0, start - 12), start)
+        if before:
+            spans.add(before.span("t"))
+    return sorted(spans)
+
+
 _NAME_END = re.compile(rf"[^가-힣]|$|{_TAIL}|\s?{_TITLE}")
 
 

@@ -436,6 +436,8 @@ SPECS: tuple[EntitySpec, ...] = (
 
 ENTITY_DESCRIPTIONS = {spec.entity: spec.description for spec in SPECS} | {
     "PERSON": "Korean person names with title, label or personal-detail context",
+    "POSITION": "job titles next to a detected name (off by default: a title alone rarely "
+    "identifies anyone; enable in policy.yaml to redact org-chart positions)",
 }
 
 
@@ -490,6 +492,8 @@ def build_recognizers(
             rules.append(label_rule)
         if rules:
             recognizers.append(KoreanRegexRecognizer(spec, rules, language))
+    if enabled("POSITION"):
+        recognizers.append(KoreanPositionRecognizer(language))
     if enabled("PERSON"):
         recognizers.append(KoreanNameRecognizer(language))
     return recognizers
@@ -611,6 +615,28 @@ class KoreanNameRecognizer(EntityRecognizer):
                     _result(self, "PERSON", start, end, self.propagate_score, "same name")
                 )
         return results
+
+
+class KoreanPositionRecognizer(EntityRecognizer):
+    """Job titles right before or after a name that has evidence (신임 사장 박서영, 함장 정민기
+    대령). Off by default in policy.yaml."""
+
+    def __init__(self, language: str) -> None:
+        super().__init__(
+            supported_entities=["POSITION"],
+            name="KrPositionRecognizer",
+            supported_language=language,
+            context=[],
+        )
+
+    def load(self) -> None:
+        """Nothing to load: the grammar is compiled at import."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        spans = korean_names.find_positions(text, korean_names.find_names(text))
+        return [_result(self, "POSITION", s, e, 0.6, "title by a name") for s, e in spans]
 
 
 def describe() -> dict[str, Any]:
