@@ -211,9 +211,7 @@ _TITLE_AFTER = re.compile(rf"\s?(?P<t>{_TITLE})(?=[^가-힣]|$|{_TAIL})")
 _TITLE_BEFORE = re.compile(rf"(?:^|[^가-힣])(?P<t>{_TITLE})\s$")
 
 
-def find_positions(
-    text: str, names: list[tuple[int, int, float, str]]
-) -> list[tuple[int, int]]:
+def find_positions(text: str, names: list[tuple[int, int, float, str]]) -> list[tuple[int, int]]:
     """Spans of job titles directly after or before a name with evidence."""
     spans: set[tuple[int, int]] = set()
     for start, end, score, _ in names:
