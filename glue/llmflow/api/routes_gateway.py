@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -52,6 +53,25 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+class _UpstreamStream(StreamingResponse):
+    """A streaming response that always closes its event generator.
+
+    When a client disconnects while the response is writing (not waiting on the generator),
+    Starlette's cancellation lands in ``send`` and leaves the generator suspended: its
+    cleanup — closing the upstream request so the model stops generating, and the usage
+    record — would wait for garbage collection. Closing it here, shielded, runs it at once.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            iterator = self.body_iterator
+            if hasattr(iterator, "aclose"):
+                with anyio.CancelScope(shield=True):
+                    await iterator.aclose()
+
+
 def _error(exc: GatewayRequestError | UpstreamError) -> JSONResponse:
     headers = exc.headers if isinstance(exc, GatewayRequestError) else None
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
@@ -73,7 +93,7 @@ async def _proxy(
         body = await gateway.guard_prompt(ctx, body)
         if streamable and body.get("stream") is True:
             events = await gateway.stream(ctx, path, body)
-            return StreamingResponse(
+            return _UpstreamStream(
                 events,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -432,6 +432,9 @@ class GatewayService:
                 event["model"] = ctx.route.name
                 yield sse.encode(event)
             yield sse.DONE
+        except GeneratorExit:  # closed by the response after a client disconnect
+            status, code = 499, "client_closed"
+            raise
         except (httpx.HTTPError, asyncio.CancelledError) as exc:
             status, code = (499, "client_closed") if isinstance(exc, asyncio.CancelledError) else (
                 502, "upstream_stream_broken",
