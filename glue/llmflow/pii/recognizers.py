@@ -587,20 +587,30 @@ class KoreanRegexRecognizer(EntityRecognizer):
         return results
 
 
-class KoreanNameRecognizer(EntityRecognizer):
-    """Person names from :mod:`llmflow.pii.names`, propagated within the text."""
+class _GrammarRecognizer(EntityRecognizer):
+    """A recognizer of one entity type whose grammar is compiled at import (no patterns to
+    load, no context words: the grammar weighs its own evidence)."""
 
-    def __init__(self, language: str, propagate_score: float = 0.6) -> None:
-        self.propagate_score = propagate_score
+    ENTITY = ""
+    NAME = ""
+
+    def __init__(self, language: str) -> None:
         super().__init__(
-            supported_entities=["PERSON"],
-            name="KrPersonNameRecognizer",
+            supported_entities=[self.ENTITY],
+            name=self.NAME,
             supported_language=language,
             context=[],
         )
 
     def load(self) -> None:
         """Nothing to load: the grammar is compiled at import."""
+
+
+class KoreanNameRecognizer(_GrammarRecognizer):
+    """Person names from :mod:`llmflow.pii.names`, propagated within the text."""
+
+    ENTITY, NAME = "PERSON", "KrPersonNameRecognizer"
+    propagate_score = 0.6
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -617,20 +627,11 @@ class KoreanNameRecognizer(EntityRecognizer):
         return results
 
 
-class KoreanPositionRecognizer(EntityRecognizer):
+class KoreanPositionRecognizer(_GrammarRecognizer):
     """Job titles right before or after a name that has evidence (신임 사장 박서영, 함장 정민기
     대령). Off by default in policy.yaml."""
 
-    def __init__(self, language: str) -> None:
-        super().__init__(
-            supported_entities=["POSITION"],
-            name="KrPositionRecognizer",
-            supported_language=language,
-            context=[],
-        )
-
-    def load(self) -> None:
-        """Nothing to load: the grammar is compiled at import."""
+    ENTITY, NAME = "POSITION", "KrPositionRecognizer"
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
