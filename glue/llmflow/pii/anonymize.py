@@ -199,10 +199,14 @@ class PiiMaskingFilter(logging.Filter):
     fields before any handler sees the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask(message)
-        if masked != message or record.args:
-            record.msg, record.args = masked, None
+        # Mask the template and each argument, keeping their shape: formatters such as
+        # uvicorn's access formatter unpack ``record.args`` themselves.
+        if isinstance(record.msg, str):
+            record.msg = mask(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: mask(v) if isinstance(v, str) else v for k, v in record.args.items()}
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD_RECORD_KEYS and isinstance(value, str):
                 setattr(record, key, mask(value))
