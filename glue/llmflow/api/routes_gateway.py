@@ -107,47 +107,30 @@ async def _proxy(
         )
 
 
-@router.post("/v1/chat/completions", responses=_OPENAI_ERRORS)
-async def chat_completions(
-    request: Request, rt: RuntimeDep, principal: PrincipalDep,
-    classification: ClassificationHeader = "internal",
-) -> Response:  # fmt: skip
-    """OpenAI chat completions (streaming with ``"stream": true``)."""
-    return await _proxy(
-        request, rt, principal, classification, "chat", "/v1/chat/completions", True
-    )
+def _add_proxy_route(path: str, kind: str, streamable: bool, name: str, doc: str) -> None:
+    """One POST route that proxies ``kind`` requests to the backends' ``path``."""
+
+    async def endpoint(
+        request: Request, rt: RuntimeDep, principal: PrincipalDep,
+        classification: ClassificationHeader = "internal",
+    ) -> Response:  # fmt: skip
+        return await _proxy(request, rt, principal, classification, kind, path, streamable)
+
+    endpoint.__name__ = endpoint.__qualname__ = name
+    endpoint.__doc__ = doc
+    router.add_api_route(path, endpoint, methods=["POST"], responses=_OPENAI_ERRORS)
 
 
-@router.post("/v1/completions", responses=_OPENAI_ERRORS)
-async def completions(
-    request: Request, rt: RuntimeDep, principal: PrincipalDep,
-    classification: ClassificationHeader = "internal",
-) -> Response:  # fmt: skip
-    """OpenAI (legacy) completions."""
-    return await _proxy(
-        request, rt, principal, classification, "completion", "/v1/completions", True
-    )
-
-
-@router.post("/v1/embeddings", responses=_OPENAI_ERRORS)
-async def embeddings(
-    request: Request, rt: RuntimeDep, principal: PrincipalDep,
-    classification: ClassificationHeader = "internal",
-) -> Response:  # fmt: skip
-    """OpenAI embeddings."""
-    return await _proxy(
-        request, rt, principal, classification, "embedding", "/v1/embeddings", False
-    )
-
-
-@router.post("/v1/rerank", responses=_OPENAI_ERRORS)
-async def rerank(
-    request: Request, rt: RuntimeDep, principal: PrincipalDep,
-    classification: ClassificationHeader = "internal",
-) -> Response:  # fmt: skip
-    """Rerank (``{model, query, documents, top_n}`` as vLLM, Infinity and TEI's OpenAI-style
-    route accept it), passed to the backend's ``/v1/rerank``."""
-    return await _proxy(request, rt, principal, classification, "rerank", "/v1/rerank", False)
+for _path, _kind, _streamable, _name, _doc in (
+    ("/v1/chat/completions", "chat", True, "chat_completions",
+     'OpenAI chat completions (streaming with ``"stream": true``).'),
+    ("/v1/completions", "completion", True, "completions", "OpenAI (legacy) completions."),
+    ("/v1/embeddings", "embedding", False, "embeddings", "OpenAI embeddings."),
+    ("/v1/rerank", "rerank", False, "rerank",
+     "Rerank (``{model, query, documents, top_n}`` as vLLM and Infinity accept it), passed "
+     "to the backend's ``/v1/rerank``."),
+):  # fmt: skip
+    _add_proxy_route(_path, _kind, _streamable, _name, _doc)
 
 
 @router.get("/v1/models")
