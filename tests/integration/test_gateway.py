@@ -46,6 +46,7 @@ async def api(runtime: Any, upstreams: dict[str, ScriptedUpstream]) -> AsyncIter
                  "backends": [{"url": a}, {"url": b}]},
                 {"name": "tiny-embed", "kind": "embedding", "backends": [{"url": a}]},
                 {"name": "tiny-rerank", "kind": "rerank", "backends": [{"url": a}]},
+                {"name": "tei-rerank", "kind": "rerank", "backends": [{"url": b, "api": "tei"}]},
                 {"name": "tiny-complete", "kind": "completion", "backends": [{"url": b}]},
                 {"name": "gpt-external", "provider": "external", "backends": [{"url": c}]},
             ],
@@ -262,3 +263,17 @@ async def test_embeddings_and_rerank_pass_through(api: httpx.AsyncClient, runtim
         headers=h,
     )
     assert r.status_code == 200 and r.json()["results"][0]["index"] == 0
+
+
+async def test_tei_native_rerank_is_translated(
+    api: httpx.AsyncClient, runtime: Any, upstreams: dict[str, ScriptedUpstream]
+) -> None:
+    h = await _key(runtime, "gw-tei")
+    body = {"model": "tei-rerank", "query": "연차 휴가", "top_n": 2,
+            "documents": ["출장 규정", "연차 휴가 일수", "휴가 신청"]}  # fmt: skip
+    r = await api.post("/v1/rerank", json=body, headers=h)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == [1, 2] and results[0]["relevance_score"] == 1.0
+    path, sent = upstreams["b"].requests[-1]
+    assert path == "/rerank" and sent["texts"] == body["documents"]  # TEI's own shape

@@ -23,6 +23,11 @@ class BackendConfig(BaseModel):
     upstream_model: str | None = Field(
         default=None, description="model name the upstream serves, if it differs"
     )
+    api: Literal["openai", "tei"] = Field(
+        default="openai",
+        description="tei: a text-embeddings-inference server; rerank calls go to its native "
+        "/rerank ({query, texts}) and are translated (its /v1/embeddings is OpenAI's already)",
+    )
 
 
 class ModelRoute(BaseModel):

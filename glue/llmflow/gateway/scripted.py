@@ -147,6 +147,17 @@ class ScriptedUpstream:
         scored.sort(key=lambda r: -r["relevance_score"])
         return JSONResponse({"results": scored[: body.get("top_n") or len(scored)]})
 
+    async def tei_rerank(self, request: Request) -> Response:
+        """TEI's native rerank: ``{query, texts}`` → ``[{index, score}]``, best first."""
+        body = await request.json()
+        self.requests.append((request.url.path, body))
+        query = set(body["query"].split())
+        scored = [
+            {"index": i, "score": len(query & set(t.split())) / (len(query) or 1)}
+            for i, t in enumerate(body["texts"])
+        ]
+        return JSONResponse(sorted(scored, key=lambda r: -r["score"]))
+
     async def load_lora(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append((request.url.path, body))
@@ -172,6 +183,7 @@ class ScriptedUpstream:
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/rerank", self.rerank, methods=["POST"]),
+                Route("/rerank", self.tei_rerank, methods=["POST"]),
                 Route("/v1/load_lora_adapter", self.load_lora, methods=["POST"]),
                 Route("/tokenize", self.tokenize, methods=["POST"]),
                 Route("/health", self.health),

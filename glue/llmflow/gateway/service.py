@@ -229,10 +229,13 @@ class GatewayService:
         last: UpstreamError | None = None
         for route in ctx.chain or [ctx.route]:
             for backend in self.pool.candidates(route.name):
+                tei = route.kind == "rerank" and backend.config.api == "tei"
                 try:
                     await self._ensure_adapter(route, backend)
                     response = await backend.client.post(
-                        path, json=_for_backend(body, route, backend), headers=backend.headers()
+                        "/rerank" if tei else path,
+                        json=_tei_rerank_body(body) if tei else _for_backend(body, route, backend),
+                        headers=backend.headers(),
                     )
                 except httpx.HTTPError as exc:
                     last = self._failed(route, backend, exc)
@@ -247,7 +250,9 @@ class GatewayService:
                 backend.breaker.success()
                 try:
                     payload = response.json()
-                except ValueError:
+                    if tei:
+                        payload = _rerank_from_tei(payload, body)
+                except (ValueError, KeyError, TypeError):
                     last = self._failed(route, backend, UpstreamError(502, "invalid JSON"))
                     continue
                 return route, backend, payload
@@ -501,6 +506,24 @@ def _for_backend(body: dict[str, Any], route: ModelRoute, backend: Backend) -> d
     vLLM serves LoRA adapters under the name they were loaded with)."""
     name = route.name if route.lora_base else (backend.config.upstream_model or route.name)
     return {**body, "model": name}
+
+
+def _tei_rerank_body(body: dict[str, Any]) -> dict[str, Any]:
+    """TEI's native ``/rerank`` request for an OpenAI/Jina-style rerank body."""
+    return {"query": body.get("query", ""), "texts": body.get("documents", []), "truncate": True}
+
+
+def _rerank_from_tei(payload: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """TEI's ``[{index, score}]`` as ``{results: [{index, relevance_score}]}``, best first,
+    cut to ``top_n`` — what Dify's plugin, vLLM and Infinity clients read."""
+    ranked = sorted(
+        ({"index": int(r["index"]), "relevance_score": float(r["score"])} for r in payload),
+        key=lambda r: -r["relevance_score"],
+    )
+    top_n = body.get("top_n")
+    if isinstance(top_n, int) and top_n > 0:
+        ranked = ranked[:top_n]
+    return {"object": "list", "results": ranked}
 
 
 def _map_prompt_texts(body: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
