@@ -31,7 +31,7 @@ from llmflow.gateway.scripted import free_port
 
 @dataclass
 class GatewayBenchOptions:
-    concurrency: list[int] = field(default_factory=lambda: [50, 200])
+    concurrency: list[int] = field(default_factory=lambda: [1, 50, 200])
     requests: int = 2000
     rounds: int = 3
     streams: int = 50
