@@ -6,10 +6,15 @@ The install is a plan of named steps, built offline from the bundle's lockfile a
 1. preflight — blocking checks (`preflight.py`), always re-run, also on `--resume`;
 2. `push-images` — every image into the site registry, digests unchanged (`push.py`);
 3. `chart/<name>-<version>` — every chart archive as an OCI artifact (`chart_push.py`);
-4. `release/<namespace>/<name>` — `helm upgrade --install` in dependency order with the
+4. `manifests/<file>` for the files of `platform.yaml` `manifests:` that hold Namespaces —
+   server-side applied before any release, so the pod-security labels exist before a chart
+   (or `--create-namespace`) puts a pod there (`manifests.py`);
+5. `release/<namespace>/<name>` — `helm upgrade --install` in dependency order with the
    profile's values and the air-gap overlay pinned to the site registry by digest, each
    followed by its `gate/<namespace>/<name>/<n>` health gates (`gates.py`);
-5. `post/<name>` — post-install steps (`PostInstallStep`), in the order given.
+6. `manifests/<file>` for every other manifest file of the profile (NetworkPolicies,
+   ConfigMaps, HPAs, PodDisruptionBudgets), server-side applied after the last release;
+7. `post/<name>` — post-install steps (`PostInstallStep`), in the order given.
 
 Finished steps are recorded in `<work-dir>/install-state.json` (written atomically after
 every step); `--resume` skips a finished step unless what it would do changed (a release
@@ -40,6 +45,13 @@ from llmflow_airgap.gates import GateSpec, wait_for
 from llmflow_airgap.helm.base import HelmDriver, ReleaseSpec
 from llmflow_airgap.kube import KubeClient
 from llmflow_airgap.lockfile import Lockfile, load_lockfile
+from llmflow_airgap.manifests import (
+    FIELD_MANAGER,
+    ManifestApply,
+    Phase,
+    apply_manifest,
+    plan_manifests,
+)
 from llmflow_airgap.overlay import Rewrite, pin_images
 from llmflow_airgap.platform import Component, Platform, Profile, load_platform
 from llmflow_airgap.preflight import (
@@ -155,7 +167,22 @@ class InstallPlan:
     charts: list[ChartPush]
     releases: list[ReleasePlan]
     post_install: list[PostInstallStep]
+    manifests: list[ManifestApply] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def manifests_in(self, phase: Phase) -> list[ManifestApply]:
+        """The manifest files applied in one phase, in order."""
+        return [m for m in self.manifests if m.phase is phase]
+
+    def _manifest_lines(self, phase: Phase, title: str) -> list[str]:
+        out = ["", f"{title} (server-side apply, field manager {FIELD_MANAGER}):"]
+        files = self.manifests_in(phase)
+        if not files:
+            out.append("  none")
+        for manifest in files:
+            out.append(f"  {manifest.step_id}")
+            out += [f"      {o.label()} -> PATCH {o.path}" for o in manifest.objects]
+        return out
 
     @property
     def registry_host(self) -> str:
@@ -187,6 +214,7 @@ class InstallPlan:
                 f"  chart/{chart.name}-{chart.version} -> {chart.repository}:{chart.tag} "
                 f"({human_size(chart.size)})"
             )
+        out += self._manifest_lines(Phase.BEFORE_RELEASES, "Namespaces, before the releases")
         out += ["", "Helm releases, in order (upgrade --install --atomic --wait):"]
         gpu_after = self.gpu_gate_after() if self.preflight.gpus else None
         for number, release in enumerate(self.releases, start=1):
@@ -202,6 +230,7 @@ class InstallPlan:
                 out.append(f"      gate: {gate.describe()}")
             if gpu_after == release.step_id:
                 out.append(f"      gate: >= {self.preflight.gpus} nvidia.com/gpu allocatable")
+        out += self._manifest_lines(Phase.AFTER_RELEASES, "Manifests, after every release")
         out += ["", "Post-install:"]
         if self.post_install:
             out += [f"  post/{step.name}: {step.describe()}" for step in self.post_install]
@@ -251,6 +280,23 @@ class InstallPlan:
                     "gates": [g.describe() for g in r.gates],
                 }
                 for r in self.releases
+            ],
+            "manifests": [
+                {
+                    "step": m.step_id,
+                    "phase": str(m.phase),
+                    "objects": [
+                        {
+                            "apiVersion": o.api_version,
+                            "kind": o.kind,
+                            "namespace": o.namespace,
+                            "name": o.name,
+                            "path": o.path,
+                        }
+                        for o in m.objects
+                    ],
+                }
+                for m in self.manifests
             ],
             "postInstall": [s.name for s in self.post_install],
             "notes": self.notes,
@@ -356,6 +402,7 @@ def build_plan(request: PlanRequest) -> InstallPlan:
         charts=plan_charts(bundle, lock.charts),
         releases=releases,
         post_install=list(request.post_install),
+        manifests=plan_manifests(root, platform, request.profile),
         notes=notes,
     )
 
@@ -479,7 +526,8 @@ def run_install(
     sleep: Callable[[float], None] = time.sleep,
     gate_interval: float = 5.0,
 ) -> InstallResult:
-    """Execute the plan: preflight, pushes, releases with gates, post-install steps."""
+    """Execute the plan: preflight, pushes, namespaces, releases with gates, the other
+    manifests, post-install steps."""
     report = reporter or Reporter(quiet=True)
     result = InstallResult()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -540,6 +588,15 @@ def run_install(
 
             step(f"chart/{chart.name}-{chart.version}", chart.digest, push_one)
 
+    def apply_files(phase: Phase) -> None:
+        for manifest in plan.manifests_in(phase):
+
+            def apply_one(manifest: ManifestApply = manifest) -> dict[str, Any]:
+                return apply_manifest(kube, manifest)
+
+            step(manifest.step_id, manifest.fingerprint(), apply_one)
+
+    apply_files(Phase.BEFORE_RELEASES)
     gpu_after = plan.gpu_gate_after() if gpu_deferred else None
     for release in plan.releases:
 
@@ -571,6 +628,7 @@ def run_install(
                     sleep(gate_interval)
 
             step("gate/gpu-allocatable", None, gpus)
+    apply_files(Phase.AFTER_RELEASES)
     context = PostInstallContext(plan=plan, kube=kube, reporter=report)
     for post in plan.post_install:
 

@@ -1,8 +1,9 @@
 """A minimal Kubernetes API client for preflight checks and health gates.
 
 The install host has only this package, so there is no `kubernetes` client library: the few
-read-only calls `install` needs (`/version`, nodes, storage classes, workloads, endpoints,
-the service proxy) are plain `GET`s over one `httpx.Client`. Credentials come from a bearer
+calls `install` needs are plain HTTP over one `httpx.Client` — `GET`s for preflight and
+gates (`/version`, nodes, storage classes, workloads, endpoints, the service proxy) and one
+write, server-side apply of our own manifests (`apply`). Credentials come from a bearer
 token and a CA, either given directly or read from a kubeconfig — only the `server`,
 `certificate-authority[-data]`, `insecure-skip-tls-verify`, `token` and `tokenFile` fields
 are understood; client certificates and exec plugins are refused with a message rather than
@@ -12,6 +13,7 @@ half-supported.
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +100,7 @@ def load_kubeconfig(path: Path, context: str | None = None) -> KubeAccess:
 
 
 class KubeClient:
-    """Read-only calls against the Kubernetes API (one connection pool)."""
+    """Calls against the Kubernetes API (one connection pool)."""
 
     def __init__(self, access: KubeAccess, timeout: float = 15.0) -> None:
         self.access = access
@@ -158,6 +160,37 @@ class KubeClient:
             raise KubernetesError(f"Kubernetes API {self.access.server}: {exc}") from exc
         return response.status_code
 
+    def apply(self, path: str, document: dict[str, Any], *, field_manager: str) -> int:
+        """Server-side apply of one object at its path; 201 when created, 200 when updated.
+
+        `PATCH <path>?fieldManager=<manager>&force=true` with
+        `Content-Type: application/apply-patch+yaml`; the body is JSON, which is YAML. `force`
+        takes over fields another manager (an earlier `kubectl apply`) owned.
+        """
+        try:
+            response = self._client.patch(
+                path,
+                params={"fieldManager": field_manager, "force": "true"},
+                content=json.dumps(document).encode(),
+                headers={"Content-Type": "application/apply-patch+yaml"},
+            )
+        except httpx.HTTPError as exc:
+            raise KubernetesError(f"Kubernetes API {self.access.server}: {exc}") from exc
+        if response.status_code in (200, 201):
+            return response.status_code
+        message = _status_message(response)
+        if response.status_code in (401, 403):
+            raise KubernetesError(
+                f"Kubernetes API refused PATCH {path} ({response.status_code}): the token lacks "
+                f"the permission or has expired: {message}"
+            )
+        if response.status_code == 404:
+            raise KubernetesError(
+                f"Kubernetes API PATCH {path}: HTTP 404 (the API server does not serve this "
+                f"kind and version, or the namespace does not exist): {message}"
+            )
+        raise KubernetesError(f"Kubernetes API PATCH {path}: HTTP {response.status_code} {message}")
+
     def version(self) -> dict[str, Any]:
         """`/version` (`gitVersion`, `major`, `minor`)."""
         return self.must_get("/version")
@@ -169,3 +202,14 @@ class KubeClient:
     def storage_classes(self) -> list[dict[str, Any]]:
         """Every StorageClass object."""
         return list(self.must_get("/apis/storage.k8s.io/v1/storageclasses").get("items") or [])
+
+
+def _status_message(response: httpx.Response) -> str:
+    """The `message` of a `metav1.Status` error body, else the start of the body."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return response.text[:200]

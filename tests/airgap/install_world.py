@@ -54,6 +54,65 @@ echo '{"name":"web","namespace":"ns","version":3,"info":{"status":"deployed"},
 """
 
 
+# Our own manifests (platform.yaml `manifests:`), as the real distribution lays them out.
+MANIFESTS: dict[str, str] = {
+    "policies/k8s/namespaces.yaml": """\
+# an empty first document: skipped
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: llmflow-system
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+""",
+    "policies/k8s/networkpolicies/llmflow-system.yaml": """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: llmflow-system}
+spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
+---
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-dns, namespace: llmflow-system}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{ports: [{port: 53, protocol: UDP}]}]
+""",
+    "platform/manifests/routes.yaml": """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: routes, namespace: llmflow-system}
+data: {routes.yaml: "routes: []"}
+""",
+    "platform/manifests/ha-autoscaling.yaml": """\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: front, namespace: llmflow-system}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: front}
+  minReplicas: 2
+  maxReplicas: 4
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: front, namespace: llmflow-system}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: front}}
+""",
+}
+# the manifests file of platform.yaml: a file, a glob, and one file for profile ha only
+MANIFEST_ENTRIES: list[Any] = [
+    "policies/k8s/namespaces.yaml",
+    "policies/k8s/networkpolicies/*.yaml",
+    "platform/manifests/routes.yaml",
+    {"path": "platform/manifests/ha-autoscaling.yaml", "profiles": ["ha"]},
+]
+
+
 def write_fake_helm(path: Path) -> Path:
     """A stand-in `helm` executable (no helm binary exists on this machine): it records its
     arguments and values file under $HELM_RECORD and prints a release like `-o json` does."""
@@ -157,10 +216,14 @@ def build_install_world(world: World, root: Path) -> InstallWorld:
         "profiles": profiles,
         # front first in the file: the install order must still put store before it
         "components": [front, store],
+        "manifests": MANIFEST_ENTRIES,
         "monitoring": {"provisionedBy": "store", "ruleFiles": [], "dashboards": []},
     }
     platform_file = root / "platform" / "platform.yaml"
     platform_file.parent.mkdir(parents=True)
+    for rel, text in MANIFESTS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
     platform_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     values = {
         "store": (

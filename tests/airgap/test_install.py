@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from llmflow_airgap.install import (
 )
 from llmflow_airgap.kube import KubeClient, KubernetesError, load_kubeconfig
 from llmflow_airgap.lockfile import load_lockfile
+from llmflow_airgap.manifests import ManifestError
 from llmflow_airgap.platform import Profile
 from llmflow_airgap.registry import RegistryClient
 
@@ -149,6 +151,20 @@ def test_dry_run_prints_the_whole_plan_and_touches_nothing(
     # dependency order although platform.yaml lists front first
     assert out.index("1. llmflow-system/store") < out.index("2. llmflow-system/front")
     assert "gate: http llmflow-system/service/front:3000/healthz" in out
+    # namespaces before the releases, the other manifests after them; no ha-only file
+    before = out.index("Namespaces, before the releases (server-side apply")
+    after = out.index("Manifests, after every release (server-side apply")
+    assert before < out.index("1. llmflow-system/store") < after
+    assert (
+        "      Namespace llmflow-system -> PATCH /api/v1/namespaces/llmflow-system"
+        in out[before:after]
+    )
+    assert (
+        "      NetworkPolicy llmflow-system/allow-dns -> PATCH /apis/networking.k8s.io/v1/"
+        "namespaces/llmflow-system/networkpolicies/allow-dns" in out[after:]
+    )
+    assert "  manifests/platform/manifests/routes.yaml" in out[after:]
+    assert "ha-autoscaling" not in out
     assert _catalog(site_registry) == []
     assert not (tmp_path / "work" / STATE_NAME).exists()
     assert (
@@ -164,6 +180,11 @@ def test_dry_run_prints_the_whole_plan_and_touches_nothing(
         "release/llmflow-system/front",
     ]
     assert sum(i["bytes"] for i in plan["images"]) > 3 * 1024 * 1024
+    assert [(m["step"], m["phase"], len(m["objects"])) for m in plan["manifests"]] == [
+        ("manifests/policies/k8s/namespaces.yaml", "before-releases", 1),
+        ("manifests/policies/k8s/networkpolicies/llmflow-system.yaml", "after-releases", 2),
+        ("manifests/platform/manifests/routes.yaml", "after-releases", 1),
+    ]
 
 
 def test_rendered_charts_pull_every_image_from_the_site_by_digest(
@@ -230,12 +251,15 @@ def test_install_pushes_releases_in_order_and_gates(
     assert list(state["steps"]) == [
         "push-images",
         f"chart/{CHART_NAME}-{CHART_VERSION}",
+        "manifests/policies/k8s/namespaces.yaml",
         "release/llmflow-system/store",
         "gate/llmflow-system/store/1",
         "gate/llmflow-system/store/2",
         "release/llmflow-system/front",
         "gate/llmflow-system/front/1",
         "gate/llmflow-system/front/2",
+        "manifests/policies/k8s/networkpolicies/llmflow-system.yaml",
+        "manifests/platform/manifests/routes.yaml",
     ]
     assert "llmflow-airgap/preflight" not in json.dumps(state)
     assert len(history_locks(work)) == 1
@@ -451,3 +475,195 @@ def test_cli_install_with_a_token_the_ca_and_the_helm_binary_driver(
     assert main([*args, "--resume"]) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert not [e for e in again if e["event"] == "step.done"]
+
+
+# ---------------------------------------------------------------------- manifests
+
+
+def _plan_for(world: InstallWorld, registry: str, work: Path, profile: Profile) -> Any:
+    return build_plan(
+        PlanRequest(
+            bundle=world.bundle,
+            platform_file=world.bundle / "distribution" / "platform" / "platform.yaml",
+            registry=registry,
+            profile=profile,
+            work_dir=work,
+            min_free_bytes=1024,
+        )
+    )
+
+
+class TimelineDriver(RecordingDriver):
+    """Records, for every release, which objects the API server held when Helm ran."""
+
+    def __init__(self, api: FakeKubeAPI) -> None:
+        super().__init__()
+        self.api = api
+        self.seen: dict[str, list[str]] = {}
+
+    def upgrade_install(self, spec: ReleaseSpec) -> ReleaseInfo:
+        self.seen[spec.name] = [a.path for a in self.api.applies]
+        return super().upgrade_install(spec)
+
+
+def test_namespaces_are_applied_before_the_releases_and_the_rest_after(
+    install_world: InstallWorld,
+    site_registry: LocalRegistry,
+    kube_api: FakeKubeAPI,
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    plan = _plan_for(install_world, site_registry.host, work, Profile.MINIMAL)
+    driver = TimelineDriver(kube_api)
+    access = load_kubeconfig(kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    with KubeClient(access) as kube:
+        run_install(plan, work_dir=work, driver=driver, kube=kube, sleep=lambda _: None)
+    namespace = "/api/v1/namespaces/llmflow-system"
+    policies = "/apis/networking.k8s.io/v1/namespaces/llmflow-system/networkpolicies"
+    # when Helm ran, only the namespace had been applied (with its pod-security label)
+    assert driver.seen == {"store": [namespace], "front": [namespace]}
+    assert [a.path for a in kube_api.applies] == [
+        namespace,
+        f"{policies}/default-deny",
+        f"{policies}/allow-dns",
+        "/api/v1/namespaces/llmflow-system/configmaps/routes",
+    ]
+    for applied in kube_api.applies:
+        assert applied.status == 201
+        assert applied.content_type == "application/apply-patch+yaml"
+        assert applied.query == {"fieldManager": ["llmflow-airgap"], "force": ["true"]}
+    labels = kube_api.objects[namespace]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert kube_api.objects[f"{policies}/allow-dns"]["spec"]["egress"][0]["ports"][0]["port"] == 53
+    steps = json.loads((work / STATE_NAME).read_text())["steps"]
+    entry = steps["manifests/policies/k8s/networkpolicies/llmflow-system.yaml"]
+    assert entry["fingerprint"].startswith("sha256:")
+    assert entry["created"] == [
+        "NetworkPolicy llmflow-system/default-deny",
+        "NetworkPolicy llmflow-system/allow-dns",
+    ]
+
+
+def test_ha_only_manifests_follow_the_profile(
+    install_world: InstallWorld,
+    site_registry: LocalRegistry,
+    kube_api: FakeKubeAPI,
+    tmp_path: Path,
+) -> None:
+    minimal = _plan_for(install_world, site_registry.host, tmp_path / "m", Profile.MINIMAL)
+    standard = _plan_for(install_world, site_registry.host, tmp_path / "s", Profile.STANDARD)
+    ha = _plan_for(install_world, site_registry.host, tmp_path / "h", Profile.HA)
+    autoscaling = "manifests/platform/manifests/ha-autoscaling.yaml"
+    assert autoscaling not in [m.step_id for m in minimal.manifests]
+    assert autoscaling not in [m.step_id for m in standard.manifests]
+    assert [m.step_id for m in ha.manifests][-1] == autoscaling
+    access = load_kubeconfig(kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    with KubeClient(access) as kube:
+        run_install(ha, work_dir=tmp_path / "h", driver=RecordingDriver(), kube=kube)
+    applied = [a.path for a in kube_api.applies]
+    assert applied[-2:] == [
+        "/apis/autoscaling/v2/namespaces/llmflow-system/horizontalpodautoscalers/front",
+        "/apis/policy/v1/namespaces/llmflow-system/poddisruptionbudgets/front",
+    ]
+
+
+def test_resume_skips_unchanged_manifests_and_reapplies_a_changed_one(
+    install_world: InstallWorld,
+    site_registry: LocalRegistry,
+    kube_api: FakeKubeAPI,
+    tmp_path: Path,
+) -> None:
+    # a copy of the bundle's distribution files (charts stay in the bundle): same platform.yaml
+    root = tmp_path / "distribution"
+    shutil.copytree(install_world.bundle / "distribution", root)
+    request = PlanRequest(
+        bundle=install_world.bundle,
+        platform_file=root / "platform" / "platform.yaml",
+        registry=site_registry.host,
+        profile=Profile.MINIMAL,
+        work_dir=tmp_path / "work",
+        min_free_bytes=1024,
+    )
+    access = load_kubeconfig(kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    work = tmp_path / "work"
+    with KubeClient(access) as kube:
+        run_install(build_plan(request), work_dir=work, driver=RecordingDriver(), kube=kube)
+        first = len(kube_api.applies)
+        again = run_install(
+            build_plan(request), work_dir=work, driver=RecordingDriver(), kube=kube, resume=True
+        )
+        assert len(kube_api.applies) == first  # nothing applied twice
+        assert {
+            "manifests/policies/k8s/namespaces.yaml",
+            "manifests/platform/manifests/routes.yaml",
+        } <= set(again.skipped)
+        routes = root / "platform" / "manifests" / "routes.yaml"
+        routes.write_text(routes.read_text().replace("routes: []", "routes: [a]"))
+        changed = run_install(
+            build_plan(request), work_dir=work, driver=RecordingDriver(), kube=kube, resume=True
+        )
+    assert [m for m in changed.ran if m.startswith("manifests/")] == [
+        "manifests/platform/manifests/routes.yaml"
+    ]
+    last = kube_api.applies[-1]
+    assert last.path == "/api/v1/namespaces/llmflow-system/configmaps/routes"
+    assert last.status == 200  # updated in place
+    assert kube_api.objects[last.path]["data"]["routes.yaml"] == "routes: [a]"
+
+
+def test_an_unknown_kind_is_refused_naming_the_file_and_kind(
+    install_world: InstallWorld, tmp_path: Path
+) -> None:
+    root = tmp_path / "distribution"
+    shutil.copytree(install_world.bundle / "distribution", root)
+    (root / "platform" / "manifests" / "routes.yaml").write_text(
+        "apiVersion: apisix.apache.org/v2\nkind: ApisixRoute\n"
+        "metadata: {name: gateway, namespace: llmflow-system}\n"
+    )
+    request = PlanRequest(
+        bundle=install_world.bundle,
+        platform_file=root / "platform" / "platform.yaml",
+        registry="127.0.0.1:1",
+        profile=Profile.MINIMAL,
+        work_dir=tmp_path,
+    )
+    with pytest.raises(ManifestError) as raised:
+        build_plan(request)
+    message = str(raised.value)
+    assert "platform/manifests/routes.yaml (document 1)" in message
+    assert "kind ApisixRoute of API group apisix.apache.org" in message
+    # a namespaced object without a namespace is not given a default either
+    (root / "platform" / "manifests" / "routes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: routes}\n"
+    )
+    with pytest.raises(ManifestError, match=r"namespaced but sets no metadata\.namespace"):
+        build_plan(request)
+    # a file mixing Namespaces with other kinds cannot honour both phases
+    (root / "policies" / "k8s" / "namespaces.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: a}\n"
+    )
+    with pytest.raises(ManifestError, match="mixes Namespace objects with other kinds"):
+        build_plan(request)
+
+
+def test_server_side_apply_errors_are_clear(kube_api: FakeKubeAPI, tmp_path: Path) -> None:
+    access = load_kubeconfig(kube_api.kubeconfig(tmp_path / "kubeconfig"))
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "missing"},
+        "spec": {"podSelector": {}},
+    }
+    path = "/apis/networking.k8s.io/v1/namespaces/missing/networkpolicies/deny"
+    with KubeClient(access) as kube:
+        with pytest.raises(KubernetesError, match=r'HTTP 404.*namespaces "missing" not found'):
+            kube.apply(path, policy, field_manager="llmflow-airgap")
+        unserved = "/apis/example.com/v1/namespaces/missing/widgets/w"
+        with pytest.raises(KubernetesError, match="does not serve this kind"):
+            kube.apply(unserved, policy, field_manager="llmflow-airgap")
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "missing"}}
+        assert kube.apply("/api/v1/namespaces/missing", namespace, field_manager="m") == 201
+        assert kube.apply(path, policy, field_manager="m") == 201
+        assert kube.apply(path, policy, field_manager="m") == 200
+        assert kube.get(path) == kube_api.objects[path]
