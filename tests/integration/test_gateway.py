@@ -277,3 +277,32 @@ async def test_tei_native_rerank_is_translated(
     assert [x["index"] for x in results] == [1, 2] and results[0]["relevance_score"] == 1.0
     path, sent = upstreams["b"].requests[-1]
     assert path == "/rerank" and sent["texts"] == body["documents"]  # TEI's own shape
+
+
+async def test_replicas_share_the_minute_quota(runtime: Any) -> None:
+    """Two gateway replicas (two ledgers on one database): each counts in memory and the
+    sync brings back the other's requests, so together they respect the limit."""
+    from llmflow.gateway.config import Quota
+    from llmflow.gateway.usage import QuotaExceeded, UsageLedger
+
+    quota = Quota(requests_per_minute=5, tokens_per_day=None)
+    a = UsageLedger(runtime.sessions, sync_interval_s=3600)  # syncs only when told to
+    b = UsageLedger(runtime.sessions, sync_interval_s=3600)
+    a.start()
+    b.start()
+    try:
+        for _ in range(3):
+            await a.check("gw-replicas", quota)
+        await a.sync_minutes()
+        await b.check("gw-replicas", quota)  # b has not heard of a yet: admitted (4 in all)
+        await b.sync_minutes()  # b learns the total
+        await b.check("gw-replicas", quota)  # 5
+        with pytest.raises(QuotaExceeded):
+            await b.check("gw-replicas", quota)
+        await b.sync_minutes()
+        await a.sync_minutes()
+        with pytest.raises(QuotaExceeded):
+            await a.check("gw-replicas", quota)  # a now knows about b's requests too
+    finally:
+        await a.close()
+        await b.close()

@@ -1,7 +1,11 @@
 """Usage ledger and tenant quotas in PostgreSQL, shared by every gateway replica.
 
-* Requests per minute: one atomic ``INSERT … ON CONFLICT … RETURNING`` on the tenant's
-  counter for the current minute, on the request path (the only database round trip there).
+* Requests per minute: counted in memory and added to the tenant's shared counter for the
+  minute every 100 ms (one atomic ``INSERT … ON CONFLICT … RETURNING`` per tenant with
+  traffic), which also brings back the other replicas' counts. No database round trip on the
+  request path; replicas can together overshoot a limit by what they admit within one sync
+  interval. Without the background sync (``start()`` not called) every request is counted in
+  the database directly.
 * Tokens per day: usage is written by a background writer in batches (off the request
   path); the same transaction adds the tokens to the tenant's counter for the day, and the
   gate reads that counter through a cache refreshed every second. A replica can therefore
@@ -88,6 +92,7 @@ class UsageLedger:
         flush_interval_s: float = 0.5,
         batch_size: int = 500,
         cache_ttl_s: float = 1.0,
+        sync_interval_s: float = 0.1,
     ) -> None:
         self.sessions = sessions
         self.flush_interval_s = flush_interval_s
@@ -96,6 +101,11 @@ class UsageLedger:
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=100_000)
         self._writer: asyncio.Task[None] | None = None
         self._day_tokens: dict[str, tuple[float, int]] = {}
+        self.sync_interval_s = sync_interval_s
+        self._syncer: asyncio.Task[None] | None = None
+        self._minute_pending: dict[str, tuple[str, int]] = {}
+        self._minute_seen: dict[str, tuple[str, int]] = {}
+        self._stale_pending: list[tuple[str, str, int]] = []
 
     # -- quotas ---------------------------------------------------------------------
     async def check(self, tenant: str, quota: Quota) -> None:
@@ -109,19 +119,65 @@ class UsageLedger:
                     f"tenant {tenant!r} used {used:,} of {quota.tokens_per_day:,} tokens today",
                     retry_after_s=midnight,
                 )
-        if quota.requests_per_minute is not None:
+        limit = quota.requests_per_minute
+        if limit is None:
+            return
+        window = _minute_key(now)
+        if self._syncer is None:  # no background sync: count in the database right away
             async with self.sessions() as session:
                 count = (
-                    await session.execute(
-                        _BUMP, {"tenant": tenant, "window": _minute_key(now), "n": 1}
-                    )
+                    await session.execute(_BUMP, {"tenant": tenant, "window": window, "n": 1})
                 ).scalar_one()
                 await session.commit()
-            if count > quota.requests_per_minute:
-                raise QuotaExceeded(
-                    f"tenant {tenant!r} is over {quota.requests_per_minute} requests per minute",
-                    retry_after_s=60 - now.second,
-                )
+        else:
+            seen_window, seen = self._minute_seen.get(tenant, (window, 0))
+            pending_window, pending = self._minute_pending.get(tenant, (window, 0))
+            count = (seen if seen_window == window else 0) + 1
+            count += pending if pending_window == window else 0
+            if count <= limit:
+                if pending_window != window and pending:
+                    self._stale_pending.append((tenant, pending_window, pending))
+                    pending = 0
+                self._minute_pending[tenant] = (window, pending + 1)
+        if count > limit:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} is over {limit} requests per minute",
+                retry_after_s=60 - now.second,
+            )
+
+    async def sync_minutes(self) -> None:
+        """Add this replica's uncounted requests to the shared minute counters and learn the
+        other replicas' counts (one round trip per tenant with traffic)."""
+        now = datetime.now(UTC)
+        window = _minute_key(now)
+        stale, self._stale_pending = self._stale_pending, []
+        pending = {t: n for t, (w, n) in self._minute_pending.items() if w == window and n}
+        for tenant in pending:  # taken before the await: requests meanwhile count anew
+            self._minute_pending[tenant] = (window, 0)
+        tenants = sorted(
+            set(pending) | {t for t, (w, _) in self._minute_seen.items() if w == window}
+        )
+        if not tenants and not stale:
+            return
+        async with self.sessions() as session:
+            for tenant, old_window, n in stale:
+                await session.execute(_BUMP, {"tenant": tenant, "window": old_window, "n": n})
+            for tenant in tenants:
+                total = (
+                    await session.execute(
+                        _BUMP, {"tenant": tenant, "window": window, "n": pending.get(tenant, 0)}
+                    )
+                ).scalar_one()
+                self._minute_seen[tenant] = (window, int(total))
+            await session.commit()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval_s)
+            try:
+                await self.sync_minutes()
+            except Exception:  # the counts stay pending and go with the next round
+                log.exception("syncing gateway quota counters failed")
 
     async def tokens_today(self, tenant: str, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)
@@ -152,8 +208,12 @@ class UsageLedger:
             log.error("usage queue full: a usage record was dropped", extra={"model": rec.model})
 
     def start(self) -> None:
+        """Start the usage writer and the quota counter sync (requests per minute are then
+        counted in memory and added to the shared counters every ``sync_interval_s``)."""
         if self._writer is None:
             self._writer = asyncio.create_task(self._run(), name="gateway-usage-writer")
+        if self._syncer is None:
+            self._syncer = asyncio.create_task(self._sync_loop(), name="gateway-quota-sync")
 
     async def flush(self) -> None:
         """Write everything queued now."""
@@ -164,6 +224,12 @@ class UsageLedger:
             await self._write(batch)
 
     async def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncer
+            await self.sync_minutes()
+            self._syncer = None
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
