@@ -68,8 +68,6 @@ def test_a_name_found_once_is_found_everywhere() -> None:
         (validators.luhn_valid, "4242-4242-4242-4242", True),
         (validators.luhn_valid, "4242-4242-4242-4241", None),  # kept unscored, not dropped
         (validators.luhn_valid, "1234", False),
-        (validators.brn_valid, "120-81-47521", True),
-        (validators.brn_valid, "120-81-47522", None),
         (validators.corp_reg_valid, "110111-0247381", True),
         (validators.corp_reg_valid, "110111-0247385", None),
         (validators.pnu_valid, "1168010100107360001", None),

@@ -30,6 +30,8 @@ from typing import Any
 from presidio_analyzer import AnalysisExplanation, EntityRecognizer, Pattern, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import (
+    KrBrnRecognizer,
+    KrDriverLicenseRecognizer,
     KrFrnRecognizer,
     KrPassportRecognizer,
     KrRrnRecognizer,
@@ -39,7 +41,6 @@ from llmflow.pii import names as korean_names
 from llmflow.pii.validators import (
     Validator,
     birth_date_valid,
-    brn_valid,
     corp_reg_valid,
     ipv4_valid,
     luhn_valid,
@@ -226,9 +227,8 @@ SPECS: tuple[EntitySpec, ...] = (
     ),
     EntitySpec(
         "KR_BRN",
-        (Rule(r"(?<![\d-])\d{3}-\d{2}-\d{5}(?![\d-])", 0.1, "BRN", ("-",)),),
+        (),  # Presidio's KrBrnRecognizer with the dashed layout only, see build_recognizers
         context=("사업자등록번호", "사업자번호", "사업자 등록번호", "사업자", "법인", "business"),
-        validator=brn_valid,
         labels=("사업자등록번호", "사업자번호", "사업자 등록번호", "사업자"),
         label_value=r"\(?\d{3}-\d{2}-\d{5}(?![\d-])",
         description="사업자등록번호 (check digit)",
@@ -252,7 +252,7 @@ SPECS: tuple[EntitySpec, ...] = (
     ),
     EntitySpec(
         "KR_DRIVER_LICENSE",
-        (Rule(r"(?<![\d-])\d{2}-\d{2}-\d{6}-\d{2}(?![\d-])", 0.4, "driver's licence", ("-",)),),
+        (),  # Presidio's KrDriverLicenseRecognizer (region codes), dashed layout only
         context=("운전면허", "면허번호", "면허", "driver"),
         labels=("운전면허번호", "면허번호", "운전면허"),
         label_value=r"\d{2}-\d{2}-\d{6}-\d{2}(?![\d-])",
@@ -475,6 +475,26 @@ def build_recognizers(
                 context=KrFrnRecognizer.CONTEXT + contexts["KR_FRN"],
             )
         )
+    # Presidio scores a match 1.0 once ``validate_result`` passes, and for BRNs (a 1-in-10
+    # check digit) and driver's licences (region code only) its undashed patterns would make
+    # any 10- or 12-digit run a certain hit ("KEPCO-2026-04827193"): printed layouts only.
+    if enabled("KR_BRN"):
+        recognizers.append(
+            KrBrnRecognizer(
+                patterns=[Pattern("BRN, dashed", r"(?<![\d-])\d{3}-\d{2}-\d{5}(?![\d-])", 0.1)],
+                supported_language=language,
+                context=KrBrnRecognizer.CONTEXT + contexts["KR_BRN"],
+            )
+        )
+    if enabled("KR_DRIVER_LICENSE"):
+        recognizers.append(
+            KrDriverLicenseRecognizer(
+                patterns=[Pattern("Driver licence, dashed",
+                                  r"(?<![\d-])\d{2}-\d{2}-\d{6}-\d{2}(?![\d-])", 0.4)],
+                supported_language=language,
+                context=KrDriverLicenseRecognizer.CONTEXT + contexts["KR_DRIVER_LICENSE"],
+            )
+        )  # fmt: skip
     if enabled("KR_PASSPORT"):
         recognizers.append(
             KrPassportRecognizer(

@@ -40,17 +40,6 @@ def corp_reg_valid(value: str) -> bool | None:
     return True if (10 - total % 10) % 10 == int(digits[12]) else None
 
 
-def brn_valid(value: str) -> bool | None:
-    """사업자등록번호: the National Tax Service check digit over 10 digits."""
-    digits = [int(d) for d in _digits(value)]
-    if len(digits) != 10:
-        return False
-    weights = (1, 3, 7, 1, 3, 7, 1, 3, 5)
-    total = sum(d * w for d, w in zip(digits, weights, strict=False))
-    total += digits[8] * 5 // 10
-    return True if (10 - total % 10) % 10 == digits[9] else None
-
-
 def ipv4_valid(value: str) -> bool | None:
     """Version strings ("1.2.3.4" in "v1.2.3.4") are handled by the pattern; here only
     all-zero and broadcast-like dummy addresses are dropped."""
