@@ -4,7 +4,7 @@ Kiwi, Presidio) per test session, in a temporary data directory."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +42,15 @@ async def runtime(platform_settings) -> AsyncIterator[object]:  # type: ignore[n
         yield rt
     finally:
         await rt.close()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server over real HTTP (a test double replaying the S3 API)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -5,7 +5,6 @@ real S3 endpoint (moto's server over HTTP on loopback)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +82,6 @@ async def test_delete_purges_one_tenant_and_leaves_the_other(runtime: Any) -> No
 
 
 # ---------------------------------------------------------------------------- S3 buckets
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _s3(endpoint: str, tmp_path: Path) -> tuple[ObjectStoreReconciler, Any]:

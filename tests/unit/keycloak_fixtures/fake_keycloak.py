@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from local_server import LocalServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -111,39 +111,23 @@ def _page(request: Request, items: list[Rep]) -> list[Rep]:
     return items[first : first + int(size)] if size is not None else items[first:]
 
 
-class FakeKeycloak:
+class FakeKeycloak(LocalServer):
     """In-memory Keycloak with a request log; serve it with :meth:`start`."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.realms: dict[str, RealmState] = {}
         self.tokens: set[str] = set()
         self.log: list[tuple[str, str, Any]] = []
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
         self.app = Starlette(routes=self._routes())
 
     # ------------------------------------------------------------------ server
 
     def start(self) -> str:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake Keycloak did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/auth"
+        self.url = super().start() + "/auth"
         return self.url
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
 
     def writes(self) -> list[tuple[str, str, Any]]:
         """Requests that changed state, in order."""
