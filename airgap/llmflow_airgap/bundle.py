@@ -6,6 +6,8 @@
       charts/<name>-<version>.tgz
       models/<served-name>/<files of the snapshot>
       wheels/<wheel or sdist>
+      dify-plugins/           re-signed Dify plugins with their wheels, our public.pem and
+                              index.json (`difyplugin_bundle`)
       distribution/           platform.yaml, values, manifests (`build --platform`)
       tools/helm              a helm executable (`build --helm-binary`)
       platform.lock.yaml      the lockfile the bundle was built from

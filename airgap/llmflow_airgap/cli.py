@@ -134,6 +134,20 @@ def _chart_mirrors(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
+    if args.kind == "dify-plugin":
+        from llmflow_airgap.difyplugin import generate_plugin_keypair
+
+        generate_plugin_keypair(args.private_key, args.public_key, overwrite=args.force)
+        _reporter(args).event(
+            "keygen.done",
+            f"wrote {args.private_key} (RSA-4096, re-signs Dify plugins; keep it secret) and "
+            f"{args.public_key} (mount into the plugin daemon, list it in "
+            "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS)",
+            privateKey=str(args.private_key),
+            publicKey=str(args.public_key),
+            kind=args.kind,
+        )
+        return 0
     generate_keypair(args.private_key, args.public_key, overwrite=args.force)
     _reporter(args).event(
         "keygen.done",
@@ -158,6 +172,11 @@ def _cmd_lock(args: argparse.Namespace) -> int:
             wheelhouse=args.wheelhouse,
             profile=Profile(args.profile) if args.profile else None,
             skip_models=args.skip_models,
+            dify_plugins_dir=args.dify_plugins_dir,
+            dify_plugin_wheels=args.dify_plugin_wheels,
+            download_plugin_wheels=args.download_plugin_wheels,
+            pip_command=tuple(args.pip.split()) if args.pip else (),
+            dify_plugin_source_keys=tuple(args.dify_plugin_source_key),
         ),
         reporter,
     )
@@ -165,12 +184,14 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     reporter.event(
         "lock.done",
         f"wrote {output}: {len(lock.images)} images, {len(lock.charts)} charts, "
-        f"{len(lock.models)} models, {len(lock.wheels)} wheels",
+        f"{len(lock.models)} models, {len(lock.wheels)} wheels, "
+        f"{len(lock.dify_plugins)} Dify plugins",
         lockfile=str(output),
         images=len(lock.images),
         charts=len(lock.charts),
         models=len(lock.models),
         wheels=len(lock.wheels),
+        difyPlugins=len(lock.dify_plugins),
     )
     return 0
 
@@ -190,6 +211,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
             parts_dir=args.parts_dir,
             platform_file=args.platform,
             helm_binary=args.helm_binary,
+            dify_plugins_dir=args.dify_plugins_dir,
+            dify_plugin_wheels=args.dify_plugin_wheels,
+            dify_plugin_key=args.dify_plugin_key,
         ),
         _reporter(args),
     )
@@ -222,6 +246,32 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 2
     report = verify_bundle(args.bundle, args.public_key, _reporter(args))
     return 0 if report.ok else 1
+
+
+def _cmd_verify_plugin(args: argparse.Namespace) -> int:
+    from llmflow_airgap.difyplugin import load_plugin_public_key, verify_package
+
+    keys = [load_plugin_public_key(path) for path in args.public_key]
+    reporter = _reporter(args)
+    refused = 0
+    for package in args.package:
+        try:
+            data = package.read_bytes()
+        except OSError as exc:
+            print(f"error: cannot read {package}: {exc}", file=sys.stderr)
+            return 2
+        check = verify_package(data, keys)
+        refused += not check.ok
+        reporter.event(
+            "dify-plugin.verified" if check.ok else "dify-plugin.refused",
+            f"OK {package}: {check.unique_identifier} ({check.category or 'no category'})"
+            if check.ok
+            else f"REFUSED {package}: {check.reason}",
+            package=str(package),
+            ok=check.ok,
+            uniqueIdentifier=check.unique_identifier,
+        )
+    return 1 if refused else 0
 
 
 def _kube_access(args: argparse.Namespace) -> KubeAccess:
@@ -416,6 +466,18 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wheelhouse", type=Path, default=None, help="directory of wheels (pip download -d)"
     )
+    parser.add_argument(
+        "--dify-plugins-dir",
+        type=Path,
+        default=None,
+        help="directory of the source .difypkg files platform.yaml's difyPlugins name",
+    )
+    parser.add_argument(
+        "--dify-plugin-wheels",
+        type=Path,
+        default=None,
+        help="root of the per-plugin wheelhouses (<author>__<name>-<version>/*.whl)",
+    )
 
 
 def _add_cluster(parser: argparse.ArgumentParser) -> None:
@@ -485,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(PEM). Sites verify bundles with the public key, with `verify` or with openssl "
         "pkeyutl -verify -pubin -inkey PUB -rawin -in manifest.json -sigfile manifest.json.sig.",
     )
+    keygen.add_argument(
+        "--kind",
+        choices=["bundle", "dify-plugin"],
+        default="bundle",
+        help="bundle: Ed25519 for the manifest (default); dify-plugin: RSA-4096 PKCS#1 in the "
+        "format the Dify plugin daemon verifies re-signed plugins with",
+    )
     keygen.add_argument("--private-key", type=Path, required=True)
     keygen.add_argument("--public-key", type=Path, required=True)
     keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
@@ -513,6 +582,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="only components and models of this profile (default: all)",
     )
     lock.add_argument("--skip-models", action="store_true", help="lock no model weights")
+    lock.add_argument(
+        "--download-plugin-wheels",
+        action="store_true",
+        help="fill --dify-plugin-wheels with `pip download --only-binary=:all:` for the plugin "
+        "daemon's CPython 3.12 on manylinux (connected side)",
+    )
+    lock.add_argument("--pip", default=None, help="pip command for downloads (default: found)")
+    lock.add_argument(
+        "--dify-plugin-source-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="RSA PUBLIC KEY PEM the source plugin packages must be signed with (e.g. Dify's "
+        "official key); repeatable",
+    )
     _add_sources(lock)
     lock.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     lock.set_defaults(func=_cmd_lock)
@@ -547,6 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--helm-binary", type=Path, default=None, help="ship this helm executable as tools/helm"
     )
+    build.add_argument(
+        "--dify-plugin-key",
+        type=Path,
+        default=None,
+        help="RSA private key (keygen --kind dify-plugin) that re-signs the Dify plugins",
+    )
     _add_sources(build)
     build.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     build.set_defaults(func=_cmd_build)
@@ -563,6 +653,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", type=Path, default=None, help="Ed25519 public key")
     verify.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     verify.set_defaults(func=_cmd_verify)
+
+    vplug = sub.add_parser(
+        "verify-plugin",
+        help="check .difypkg signatures the way the Dify plugin daemon does",
+        description="Verify Dify plugin packages (RSA PKCS#1 v1.5 / SHA-256 over the entries' "
+        "hashes and the signing time, as dify-plugin-daemon 0.6.1) with trusted public keys "
+        "(RSA PUBLIC KEY PEM). Exit 1 when any package is refused.",
+    )
+    vplug.add_argument("package", type=Path, nargs="+")
+    vplug.add_argument("--public-key", type=Path, action="append", required=True)
+    vplug.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    vplug.set_defaults(func=_cmd_verify_plugin)
 
     push = sub.add_parser(
         "push",

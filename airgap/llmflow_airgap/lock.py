@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from llmflow_airgap.difyplugin_bundle import lock_dify_plugin
 from llmflow_airgap.digests import sha256_file
 from llmflow_airgap.errors import LockfileError
 from llmflow_airgap.events import Reporter
@@ -24,6 +25,7 @@ from llmflow_airgap.lockfile import (
     LOCK_API_VERSION,
     LOCK_KIND,
     LockedChart,
+    LockedDifyPlugin,
     LockedFile,
     LockedImage,
     LockedModel,
@@ -62,6 +64,15 @@ class LockRequest:
     wheelhouse: Path | None = None
     profile: Profile | None = None
     skip_models: bool = False
+    # Dify plugins: source packages (file names of platform.yaml's `source`), the root of the
+    # per-plugin wheelhouses, and whether to fill them with `pip download` first.
+    dify_plugins_dir: Path | None = None
+    dify_plugin_wheels: Path | None = None
+    download_plugin_wheels: bool = False
+    pip_command: tuple[str, ...] = ()
+    # Keys (RSA PUBLIC KEY PEM, e.g. the daemon's official pkg/license/public_key) the source
+    # packages' own signatures must verify with; none: the platform.yaml sha256 is the anchor.
+    dify_plugin_source_keys: tuple[Path, ...] = ()
 
 
 def platform_string(entry: Mapping[str, object]) -> str:
@@ -284,6 +295,7 @@ def create_lock(request: LockRequest, reporter: Reporter | None = None) -> Lockf
                     files=len(locked_model.files),
                 )
     wheels = lock_wheels(request.wheelhouse) if request.wheelhouse is not None else []
+    dify_plugins = _lock_dify_plugins(platform, request, report)
     return Lockfile(
         apiVersion=LOCK_API_VERSION,
         kind=LOCK_KIND,
@@ -294,4 +306,51 @@ def create_lock(request: LockRequest, reporter: Reporter | None = None) -> Lockf
         charts=charts,
         models=models,
         wheels=wheels,
+        difyPlugins=dify_plugins,
     )
+
+
+def _lock_dify_plugins(
+    platform: Platform, request: LockRequest, report: Reporter
+) -> list[LockedDifyPlugin]:
+    if not platform.dify_plugins:
+        return []
+    download = request.download_plugin_wheels
+    pip = (request.pip_command or default_pip_command()) if download else ()
+    locked: list[LockedDifyPlugin] = []
+    with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http:
+        for plugin in platform.dify_plugins:
+            entry = lock_dify_plugin(
+                plugin,
+                plugins_dir=request.dify_plugins_dir,
+                wheels_root=request.dify_plugin_wheels,
+                download=request.download_plugin_wheels,
+                pip_command=pip,
+                http=http,
+                source_keys=request.dify_plugin_source_keys,
+            )
+            locked.append(entry)
+            report.event(
+                "dify-plugin.locked",
+                f"dify plugin {entry.id}:{entry.version} -> {entry.sha256} "
+                f"({len(entry.wheels)} wheels)",
+                plugin=entry.id,
+                version=entry.version,
+                sha256=entry.sha256,
+                wheels=len(entry.wheels),
+            )
+    return locked
+
+
+def default_pip_command() -> tuple[str, ...]:
+    """This interpreter's pip when it has one, else a `pip3`/`pip` on PATH (for `download`)."""
+    import importlib.util
+    import shutil
+    import sys
+
+    if importlib.util.find_spec("pip") is not None:
+        return (sys.executable, "-m", "pip")
+    found = shutil.which("pip3") or shutil.which("pip")
+    if found is None:
+        raise LockfileError("no pip found for `pip download`: pass --pip")
+    return (found,)

@@ -108,6 +108,30 @@ class LockedWheel(_Strict):
     size: int = Field(ge=0)
 
 
+class LockedDifyPlugin(_Strict):
+    """A Dify plugin: its source package by sha256 and the wheels its requirements resolve to
+    for the plugin daemon's Python and platform (see `llmflow_airgap.difyplugin`)."""
+
+    id: str = Field(description="author/name")
+    version: str
+    source: str = Field(description="As platform.yaml names it (URL or file name).")
+    sha256: Digest = Field(description="sha256 of the source .difypkg.")
+    size: int = Field(ge=0)
+    authorized_category: Literal["langgenius", "partner", "community"] = Field(
+        alias="authorizedCategory"
+    )
+    source_verified: bool = Field(
+        default=False,
+        alias="sourceVerified",
+        description="The source package's own signature verified with a key given to lock.",
+    )
+    python_version: str = Field(alias="pythonVersion")
+    architectures: list[str] = Field(min_length=1)
+    wheels: list[LockedWheel] = Field(
+        default_factory=list, description="Files of <dify-plugin-wheels>/<author>__<name>-<ver>/"
+    )
+
+
 class LockSource(_Strict):
     """The platform.yaml this lock was made from."""
 
@@ -126,10 +150,14 @@ class Lockfile(_Strict):
     charts: list[LockedChart] = Field(default_factory=list)
     models: list[LockedModel] = Field(default_factory=list)
     wheels: list[LockedWheel] = Field(default_factory=list)
+    dify_plugins: list[LockedDifyPlugin] = Field(alias="difyPlugins", default_factory=list)
 
     def to_document(self) -> dict[str, Any]:
         """The lockfile as plain data, keys spelled as in the file."""
         data: dict[str, Any] = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if not data.get("difyPlugins"):
+            # Lockfiles without plugins keep the shape (and bytes) they had before plugins.
+            data.pop("difyPlugins", None)
         return data
 
 

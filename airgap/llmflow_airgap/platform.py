@@ -300,6 +300,53 @@ class ManifestSet(_Strict):
         return {"path": data} if isinstance(data, str) else data
 
 
+Architecture = Literal["x86_64", "aarch64"]
+
+
+def _default_architectures() -> list[Architecture]:
+    return ["x86_64"]
+
+
+class DifyPlugin(_Strict):
+    """A Dify plugin package the bundle repackages with its wheels and re-signs (issue 10).
+
+    The source package is pinned by sha256 so `lock` fails when the marketplace or a mirror
+    serves other bytes under the same name.
+    """
+
+    id: str = Field(
+        pattern=r"^[a-z0-9_-]{1,64}/[a-z0-9_-]{1,128}$",
+        description="`author/name` as in the package's manifest.yaml.",
+    )
+    version: str = Field(pattern=r"^[0-9]{1,4}(\.[0-9]{1,4}){1,3}(-\w{1,16})?$")
+    source: str = Field(
+        description="https:// URL of the .difypkg, or its file name in the directory given "
+        "to `lock`/`build` with --dify-plugins-dir.",
+    )
+    sha256: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="Of the source package.")
+    purpose: str
+    authorized_category: Literal["langgenius", "partner", "community"] | None = Field(
+        default=None,
+        alias="authorizedCategory",
+        description="Category written into the re-signed package's verification file; "
+        "default `langgenius` for langgenius plugins, `community` otherwise.",
+    )
+    architectures: list[Architecture] = Field(
+        default_factory=_default_architectures,
+        min_length=1,
+        description="CPU architectures of the plugin daemon nodes (which wheels to ship).",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if "://" in value and not value.startswith("https://"):
+            raise ValueError("plugin source must be https:// or a file name")
+        if "://" not in value and ("/" in value or not value.endswith(".difypkg")):
+            raise ValueError("plugin source file must be a bare `<name>.difypkg`")
+        return value
+
+
 class Platform(_Strict):
     """The whole distribution: `platform/platform.yaml`."""
 
@@ -317,6 +364,12 @@ class Platform(_Strict):
         "for manifests only some profiles apply (e.g. HPAs and PDBs only in `ha`).",
     )
     monitoring: Monitoring
+    dify_plugins: list[DifyPlugin] = Field(
+        alias="difyPlugins",
+        default_factory=list,
+        description="Dify plugins shipped offline: repackaged with wheels, re-signed with "
+        "our key, installed through the console API (`llmflow dify plugins install`).",
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> Platform:
@@ -430,6 +483,9 @@ def _cross_reference_problems(platform: Platform) -> Iterator[str]:
     for path, hosts in sorted(by_path.items()):
         if len(hosts) > 1:
             yield f"image path {path!r} comes from several registries {sorted(hosts)}: mirror clash"
+    plugin_ids = [p.id for p in platform.dify_plugins]
+    for plugin_id in sorted({i for i in plugin_ids if plugin_ids.count(i) > 1}):
+        yield f"dify plugin {plugin_id!r} is declared twice"
 
 
 def load_platform(path: Path) -> Platform:

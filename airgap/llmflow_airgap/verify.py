@@ -24,6 +24,7 @@ from llmflow_airgap.bundle import (
     BundleManifest,
     bundle_files,
 )
+from llmflow_airgap.difyplugin_bundle import check_bundle_plugins
 from llmflow_airgap.digests import sha256_file
 from llmflow_airgap.errors import BundleError
 from llmflow_airgap.events import Reporter
@@ -133,6 +134,9 @@ def verify_bundle(bundle: Path, public_key: Path, reporter: Reporter | None = No
             omitted=len(omitted),
         )
     _check_layout(bundle, listed, refuse, omitted)
+    plugins = check_bundle_plugins(bundle, set(listed) & present, refuse)
+    if plugins:
+        report.event("verify.dify-plugins", f"{plugins} Dify plugin signature(s) checked")
     report.event(
         "verify.done",
         "bundle OK" if result.ok else f"bundle REFUSED: {len(result.problems)} problem(s)",

@@ -205,13 +205,21 @@ def kb_create(
             "(policies/presidio/policy.yaml) and which models may see retrieved text"
         ),
     ] = "internal",
+    graph_fusion: Annotated[
+        str | None,
+        typer.Option(help="scores | rrf: how --mode graph fuses graph and hybrid results here"),
+    ] = None,
+    graph_weight: Annotated[
+        float | None, typer.Option(help="weight of the graph signal in this KB")
+    ] = None,
 ) -> None:
     """Create a knowledge base in a tenant."""
 
     async def create(rt: Any) -> Any:
         kb = await rt.knowledge_bases.create(
-            tenant, name, description, classification=classification
-        )
+            tenant, name, description, classification=classification,
+            graph_fusion=graph_fusion, graph_weight=graph_weight,
+        )  # fmt: skip
         details = {"classification": kb.classification, "description": kb.description}
         await _audit_change(rt, "kb.create", tenant, "knowledge_base", kb.name, details)
         return kb
@@ -422,12 +430,18 @@ def search(
     kb: Annotated[list[str], typer.Option("--kb", help="knowledge base(s)")],
     tenant: TenantOpt = "default",
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
-    mode: Annotated[str, typer.Option(help="hybrid | dense | lexical")] = "hybrid",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="hybrid | dense | lexical | graph (hybrid expanded through the knowledge "
+            "graph: cross-references, entities; --json shows each result's graph path)"
+        ),
+    ] = "hybrid",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Search knowledge bases and print ranked results with citations."""
-    if mode not in ("hybrid", "dense", "lexical"):
-        raise typer.BadParameter("mode must be hybrid, dense or lexical")
+    if mode not in ("hybrid", "dense", "lexical", "graph"):
+        raise typer.BadParameter("mode must be hybrid, dense, lexical or graph")
 
     async def go(rt: Any) -> Any:
         return await rt.search.search(operator(tenant), kb, query, top_k=top_k, mode=mode)
@@ -445,6 +459,21 @@ def main() -> None:
     from llmflow.commands import register
 
     register(app)
+    from llmflow.commands_dataset import register as register_dataset
+
+    register_dataset(app)
+    from llmflow.commands_apps import register as register_apps
+
+    register_apps(app)
+    from llmflow.commands_dify import register as register_dify
+
+    register_dify(app)
+    from llmflow.commands_train import register as register_train
+
+    register_train(app)
+    from llmflow.commands_graph import register as register_graph
+
+    register_graph(app)
     app()
 
 

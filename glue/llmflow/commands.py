@@ -55,7 +55,9 @@ def eval_retrieval(
     fmt: Annotated[
         str | None, typer.Option("--format", help="beir | squad (default: detect)")
     ] = None,
-    mode: Annotated[str, typer.Option(help="hybrid, dense, lexical or a comma list")] = "hybrid",
+    mode: Annotated[
+        str, typer.Option(help="hybrid, dense, lexical, graph or a comma list")
+    ] = "hybrid",
     k: Annotated[str, typer.Option("--k", help="cut-offs for Recall@k")] = "1,3,5,10",
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N queries")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -70,9 +72,9 @@ def eval_retrieval(
     from llmflow.eval.retrieval import run_eval, write_rows
 
     modes = [m.strip() for m in mode.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("hybrid", "dense", "lexical")]
+    bad = [m for m in modes if m not in ("hybrid", "dense", "lexical", "graph")]
     if bad or not modes:
-        raise typer.BadParameter(f"unknown mode(s) {bad}; use hybrid, dense, lexical")
+        raise typer.BadParameter(f"unknown mode(s) {bad}; use hybrid, dense, lexical, graph")
     if fmt not in (None, "beir", "squad"):
         raise typer.BadParameter("--format must be beir or squad")
     try:
@@ -102,9 +104,11 @@ def eval_retrieval(
     if as_json:
         console.print_json(data=summary)
         return
+    multi_gold = any(len(g) > 1 for g in ds.qrels.values())
     table = Table(
         "mode",
         *[f"R@{x}" for x in ks],
+        *([f"all-gold@{x}" for x in ks] if multi_gold else []),
         "MRR@10",
         "nDCG@10",
         "p50 ms",
@@ -115,12 +119,17 @@ def eval_retrieval(
         table.add_row(
             m.mode,
             *[f"{m.recall[x]:.3f}" for x in ks],
+            *([f"{m.all_gold[x]:.3f}" for x in ks] if multi_gold else []),
             f"{m.mrr10:.3f}",
             f"{m.ndcg10:.3f}",
             f"{m.latency_p50_ms:.1f}",
             f"{m.latency_p99_ms:.1f}",
         )
     console.print(table)
+    if report.graph_cost:
+        cost = ", ".join(f"{k.removesuffix('_per_1000_chunks')} {v}" for k, v in
+                         report.graph_cost.items())  # fmt: skip
+        console.print(f"graph build per 1,000 chunks: {cost}")
     console.print(
         f"ingest: {summary['corpus_docs']} docs, {summary['chunks']} chunks in "
         f"{summary['ingest_seconds']} s ({summary['ingest_docs_per_s']} docs/s, "

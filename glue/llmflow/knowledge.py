@@ -36,6 +36,8 @@ class KnowledgeBaseInfo:
     collection: str
     documents: int
     classification: str = "internal"
+    graph_fusion: str | None = None
+    graph_weight: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,8 @@ class KnowledgeBaseInfo:
             "classification": self.classification,
             "embedding_model": self.embedding_model,
             "documents": self.documents,
+            "graph_fusion": self.graph_fusion,
+            "graph_weight": self.graph_weight,
         }
 
 
@@ -72,6 +76,8 @@ class KnowledgeBases:
             kb.collection,
             await self._count(session, kb.id),
             kb.classification,
+            kb.graph_fusion,
+            kb.graph_weight,
         )
 
     async def get_row(self, session: AsyncSession, tenant_id: str, name: str) -> KnowledgeBase:
@@ -122,6 +128,8 @@ class KnowledgeBases:
         description: str = "",
         exist_ok: bool = False,
         classification: str = "internal",
+        graph_fusion: str | None = None,
+        graph_weight: float | None = None,
     ) -> KnowledgeBaseInfo:
         validate_name("tenant", tenant_id)
         validate_name("knowledge base name", name)
@@ -130,6 +138,10 @@ class KnowledgeBases:
                 f"classification must be one of {', '.join(CLASSIFICATIONS)}; "
                 f"got {classification!r}"
             )
+        if graph_fusion not in (None, "scores", "rrf"):
+            raise InvalidRequest(f"graph_fusion must be scores or rrf; got {graph_fusion!r}")
+        if graph_weight is not None and not 0.0 <= graph_weight <= 10.0:
+            raise InvalidRequest("graph_weight must be between 0 and 10")
         async with self.sessions() as session:
             existing = (
                 await session.execute(
@@ -147,6 +159,8 @@ class KnowledgeBases:
                 name=name,
                 description=description,
                 classification=classification,
+                graph_fusion=graph_fusion,
+                graph_weight=graph_weight,
                 embedding_model=self.embedding_model,
                 collection=self.collection,
             )

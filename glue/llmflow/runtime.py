@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,14 +28,18 @@ from llmflow.storage.migrate import migrate
 from llmflow.storage.objectstore import ObjectStore, build_object_store
 
 if TYPE_CHECKING:
+    from llmflow.agents.service import ResearchAgents
     from llmflow.auth.jwt import JwtVerifier
     from llmflow.auth.policy.base import PolicyEngine
     from llmflow.gateway.service import GatewayService
+    from llmflow.graph.base import GraphStore
+    from llmflow.index.entities import EntityIndex
     from llmflow.models.embedding import Embedder
     from llmflow.models.rerank import Reranker
     from llmflow.observability.audit import AuditLog
     from llmflow.pii.anonymize import PiiGuard
     from llmflow.pii.engine import PiiEngine
+    from llmflow.retrieve.graph import GraphService
     from llmflow.retrieve.hybrid import SearchService
 
 log = logging.getLogger(__name__)
@@ -78,8 +83,15 @@ class Runtime:
             await self._cache["policy"].aclose()
         if "audit" in self._cache:
             await self._cache["audit"].aclose()
+        facade_module = sys.modules.get("llmflow.dify.facade")  # only if this process used it
+        if facade_module is not None:
+            await facade_module.close_facade(self)
+        if "agents" in self._cache:  # before the gateway and the database it uses
+            await self._cache["agents"].close()
         if "gateway" in self._cache:
             await self._cache["gateway"].close()
+        if "graph_store" in self._cache:
+            await self._cache["graph_store"].close()
         await self.engine.dispose()
         self.db.stop()
 
@@ -205,6 +217,49 @@ class Runtime:
         result: ChunkIndex = await self._once("index", make)
         return result
 
+    async def graph_store(self) -> GraphStore:
+        """The graph store of this mode: PostgreSQL tables (embedded) or Neo4j (cluster)."""
+
+        async def make() -> GraphStore:
+            if self.settings.graph.store == "neo4j":
+                from llmflow.graph.neo4j import Neo4jGraphStore
+
+                store: GraphStore = Neo4jGraphStore.from_settings(self.settings.graph)
+            else:
+                from llmflow.graph.postgres import PostgresGraphStore
+
+                store = PostgresGraphStore(self.engine)
+            await store.ensure_schema()
+            return store
+
+        result: GraphStore = await self._once("graph_store", make)
+        return result
+
+    async def entity_index(self) -> EntityIndex:
+        async def make() -> EntityIndex:
+            from llmflow.index.entities import EntityIndex
+
+            return EntityIndex(await self.index())
+
+        result: EntityIndex = await self._once("entity_index", make)
+        return result
+
+    @property
+    def graph(self) -> GraphService:
+        from llmflow.retrieve.graph import GraphService
+
+        if "graph" not in self._cache:
+            self._cache["graph"] = GraphService(self)
+        result: GraphService = self._cache["graph"]
+        return result
+
+    async def reload_gateway(self) -> None:
+        """Rebuild the gateway from ``settings.gateway`` on its next use (after the routing
+        table changed, e.g. an adapter was deployed); the old one's connections close."""
+        old = self._cache.pop("gateway", None)
+        if old is not None:
+            await old.close()
+
     def cached_index(self) -> ChunkIndex | None:
         """The index if this process has opened it (never opens Milvus just to ask)."""
         index: ChunkIndex | None = self._cache.get("index")
@@ -260,6 +315,17 @@ class Runtime:
             return build_audit_log(self.settings, self.sessions, mask)
 
         result: AuditLog = await self._once("audit", make)
+        return result
+
+    async def agents(self) -> ResearchAgents:
+        """The LangGraph research agent (checkpoints in this runtime's PostgreSQL)."""
+
+        async def make() -> ResearchAgents:
+            from llmflow.agents.service import open_research_agents
+
+            return await open_research_agents(self)
+
+        result: ResearchAgents = await self._once("agents", make)
         return result
 
     @property

@@ -19,8 +19,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmflow.agents.config import AgentSettings
+from llmflow.dify.facade import FacadeSettings
+from llmflow.dify.secrets import DifySecretsSettings
+from llmflow.dify.sso import DifySsoSettings
 from llmflow.gateway.config import GatewaySettings
+from llmflow.graph.config import GraphSettings
+from llmflow.tenancy.dify_settings import DifySettings
 from llmflow.tenancy.keycloak_settings import KeycloakAdminSettings
+from llmflow.training.datasets.config import DatasetSettings
+from llmflow.training.settings import TrainingSettings
 
 _DEFAULT_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -345,6 +353,14 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     tenancy: TenancySettings = Field(default_factory=TenancySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    dify_secrets: DifySecretsSettings = Field(default_factory=DifySecretsSettings)
+    dify_sso: DifySsoSettings = Field(default_factory=DifySsoSettings)
+    dify: DifySettings = Field(default_factory=DifySettings)
+    facade: FacadeSettings = Field(default_factory=FacadeSettings)
+    datasets: DatasetSettings = Field(default_factory=DatasetSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     policies_dir: Path = Field(
         default=_DEFAULT_POLICIES, description="policies/ (opa, presidio, k8s) of this release"
     )
@@ -374,6 +390,9 @@ class Settings(BaseSettings):
             obj = data.setdefault("object_store", {})
             if isinstance(obj, dict):
                 obj.setdefault("backend", "s3")
+            graph = data.setdefault("graph", {})
+            if isinstance(graph, dict):
+                graph.setdefault("store", "neo4j")
         return data
 
     @model_validator(mode="after")
@@ -389,6 +408,10 @@ class Settings(BaseSettings):
             )
         if self.policy.mode == "http" and not self.policy.opa_url:
             raise ValueError("policy.opa_url (LLMFLOW_POLICY__OPA_URL) is required for mode 'http'")
+        if self.graph.enabled and self.graph.store == "neo4j" and not self.graph.neo4j_uri:
+            raise ValueError(
+                "graph.neo4j_uri (LLMFLOW_GRAPH__NEO4J_URI) is required for graph store 'neo4j'"
+            )
         return self
 
     @property

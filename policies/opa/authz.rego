@@ -11,7 +11,7 @@ package llmflow.authz
 
 actions := {
 	"kb.read", "kb.write", "kb.admin", "search", "ingest", "model.use",
-	"training.submit", "tenant.admin", "audit.read", "pii.use",
+	"training.submit", "tenant.admin", "audit.read", "pii.use", "app.run",
 }
 
 # Administrative actions: the only ones a platform-admin may perform in another tenant.
@@ -30,12 +30,12 @@ subject_kinds := {"user", "service", "api_key"}
 # Fixed here, not in data, so that whoever writes tenant data cannot widen a role.
 realm_role_actions := {
 	"platform-admin": actions,
-	"operator": {"kb.read", "search", "model.use", "audit.read", "pii.use"},
+	"operator": {"kb.read", "search", "model.use", "audit.read", "pii.use", "app.run"},
 	"developer": {
 		"kb.read", "search", "model.use", "kb.write", "ingest", "kb.admin",
-		"training.submit", "pii.use",
+		"training.submit", "pii.use", "app.run",
 	},
-	"viewer": {"kb.read", "search", "model.use", "pii.use"},
+	"viewer": {"kb.read", "search", "model.use", "pii.use", "app.run"},
 }
 
 # LLMFlow API key roles (issue 2); they count only for api_key subjects.
@@ -43,7 +43,8 @@ api_key_role_actions := {
 	"reader": {"kb.read", "search", "pii.use"},
 	"editor": {"kb.read", "search", "kb.write", "ingest", "kb.admin", "pii.use"},
 	# machine callers of the LLM gateway (Dify's model provider, ERP systems)
-	"model": {"model.use", "pii.use"},
+	# ... and of Dify apps through the ERP facade (POST /v1/apps/{app}/run)
+	"model": {"model.use", "pii.use", "app.run"},
 }
 
 classification_rank := {"public": 0, "internal": 1, "confidential": 2, "secret": 3}

@@ -411,92 +411,127 @@ test_authz_058_platform_admin_without_a_tenant_reads_no_data if {
 	contains(d.reason, "cross-tenant access denied")
 }
 
+# erp service account runs an app of its tenant
+test_authz_059_erp_service_account_runs_an_app_of_its_tenant if {
+	d := authz.decision with input as {"action": "app.run", "context": {}, "resource": {"id": "po-summary", "tenant": "dept-finance", "type": "app"}, "subject": {"groups": [], "id": "service-account-erp", "kind": "service", "knowledge_bases": [], "roles": ["viewer"], "tenant": "dept-finance"}}
+	d.allow == true
+	contains(d.reason, "role viewer grants app.run")
+}
+
+# erp service account cannot run another tenant's app
+test_authz_060_erp_service_account_cannot_run_another_tenant_s_app if {
+	d := authz.decision with input as {"action": "app.run", "context": {}, "resource": {"id": "po-summary", "tenant": "dept-hr", "type": "app"}, "subject": {"groups": [], "id": "service-account-erp", "kind": "service", "knowledge_bases": [], "roles": ["viewer"], "tenant": "dept-finance"}}
+	d.allow == false
+	contains(d.reason, "cross-tenant access denied")
+}
+
+# model key runs an app
+test_authz_061_model_key_runs_an_app if {
+	d := authz.decision with input as {"action": "app.run", "context": {}, "resource": {"id": "leave-bot", "tenant": "dept-hr", "type": "app"}, "subject": {"groups": [], "id": "key-3", "kind": "api_key", "knowledge_bases": [], "roles": ["model"], "tenant": "dept-hr"}}
+	d.allow == true
+	contains(d.reason, "role model grants app.run")
+}
+
+# reader key cannot run apps
+test_authz_062_reader_key_cannot_run_apps if {
+	d := authz.decision with input as {"action": "app.run", "context": {}, "resource": {"id": "leave-bot", "tenant": "dept-hr", "type": "app"}, "subject": {"groups": [], "id": "key-1", "kind": "api_key", "knowledge_bases": ["handbook"], "roles": ["reader"], "tenant": "dept-hr"}}
+	d.allow == false
+	contains(d.reason, "no role of the subject grants app.run")
+}
+
+# user without roles cannot run apps
+test_authz_063_user_without_roles_cannot_run_apps if {
+	d := authz.decision with input as {"action": "app.run", "context": {}, "resource": {"id": "leave-bot", "tenant": "dept-hr", "type": "app"}, "subject": {"groups": [], "id": "u-nobody", "kind": "user", "knowledge_bases": [], "roles": [], "tenant": "dept-hr"}}
+	d.allow == false
+	contains(d.reason, "no role of the subject grants app.run")
+}
+
 # viewer uses the pii service of its tenant
-test_authz_059_viewer_uses_the_pii_service_of_its_tenant if {
+test_authz_064_viewer_uses_the_pii_service_of_its_tenant if {
 	d := authz.decision with input as {"action": "pii.use", "context": {}, "resource": {"id": "analyze", "tenant": "dept-hr", "type": "pii"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-viewer", "kind": "user", "knowledge_bases": [], "roles": ["viewer"], "tenant": "dept-hr"}}
 	d.allow == true
 	contains(d.reason, "role viewer grants pii.use")
 }
 
 # reader key uses the pii service
-test_authz_060_reader_key_uses_the_pii_service if {
+test_authz_065_reader_key_uses_the_pii_service if {
 	d := authz.decision with input as {"action": "pii.use", "context": {}, "resource": {"id": "anonymize", "tenant": "dept-hr", "type": "pii"}, "subject": {"groups": [], "id": "key-1", "kind": "api_key", "knowledge_bases": ["handbook"], "roles": ["reader"], "tenant": "dept-hr"}}
 	d.allow == true
 	contains(d.reason, "role reader grants pii.use")
 }
 
 # user without roles cannot use the pii service
-test_authz_061_user_without_roles_cannot_use_the_pii_service if {
+test_authz_066_user_without_roles_cannot_use_the_pii_service if {
 	d := authz.decision with input as {"action": "pii.use", "context": {}, "resource": {"id": "analyze", "tenant": "dept-hr", "type": "pii"}, "subject": {"groups": [], "id": "u-nobody", "kind": "user", "knowledge_bases": [], "roles": [], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "no role of the subject grants pii.use")
 }
 
 # pii service of another tenant is refused
-test_authz_062_pii_service_of_another_tenant_is_refused if {
+test_authz_067_pii_service_of_another_tenant_is_refused if {
 	d := authz.decision with input as {"action": "pii.use", "context": {}, "resource": {"id": "anonymize", "tenant": "dept-finance", "type": "pii"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-viewer", "kind": "user", "knowledge_bases": [], "roles": ["viewer"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "cross-tenant access denied")
 }
 
 # platform-admin cannot use another tenant's pii policy
-test_authz_063_platform_admin_cannot_use_another_tenant_s_pii_policy if {
+test_authz_068_platform_admin_cannot_use_another_tenant_s_pii_policy if {
 	d := authz.decision with input as {"action": "pii.use", "context": {}, "resource": {"id": "anonymize", "tenant": "dept-finance", "type": "pii"}, "subject": {"groups": [], "id": "u-admin", "kind": "user", "knowledge_bases": [], "roles": ["platform-admin"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "platform-admin may administer tenant dept-finance but not pii.use in it")
 }
 
 # unknown action
-test_authz_064_unknown_action if {
+test_authz_069_unknown_action if {
 	d := authz.decision with input as {"action": "kb.delete-everything", "context": {}, "resource": {"id": "handbook", "tenant": "dept-hr", "type": "knowledge_base"}, "subject": {"groups": [], "id": "u-admin", "kind": "user", "knowledge_bases": [], "roles": ["platform-admin"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "unknown action kb.delete-everything")
 }
 
 # resource without tenant
-test_authz_065_resource_without_tenant if {
+test_authz_070_resource_without_tenant if {
 	d := authz.decision with input as {"action": "kb.read", "context": {}, "resource": {"id": "handbook", "type": "knowledge_base"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-dev", "kind": "user", "knowledge_bases": [], "roles": ["developer"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "resource has no tenant")
 }
 
 # subject without tenant
-test_authz_066_subject_without_tenant if {
+test_authz_071_subject_without_tenant if {
 	d := authz.decision with input as {"action": "kb.read", "context": {}, "resource": {"id": "handbook", "tenant": "dept-hr", "type": "knowledge_base"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-dev", "kind": "user", "knowledge_bases": [], "roles": ["developer"], "tenant": ""}}
 	d.allow == false
 	contains(d.reason, "subject has no tenant")
 }
 
 # unknown subject kind
-test_authz_067_unknown_subject_kind if {
+test_authz_072_unknown_subject_kind if {
 	d := authz.decision with input as {"action": "kb.read", "context": {}, "resource": {"id": "handbook", "tenant": "dept-hr", "type": "knowledge_base"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-dev", "kind": "robot", "knowledge_bases": [], "roles": ["developer"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "unknown subject kind robot")
 }
 
 # empty input
-test_authz_068_empty_input if {
+test_authz_073_empty_input if {
 	d := authz.decision with input as {}
 	d.allow == false
 	contains(d.reason, "resource has no tenant")
 }
 
 # tenant given as a number
-test_authz_069_tenant_given_as_a_number if {
+test_authz_074_tenant_given_as_a_number if {
 	d := authz.decision with input as {"action": "kb.read", "context": {}, "resource": {"id": "handbook", "tenant": 7, "type": "knowledge_base"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-dev", "kind": "user", "knowledge_bases": [], "roles": ["developer"], "tenant": 7}}
 	d.allow == false
 	contains(d.reason, "subject has no tenant")
 }
 
 # quote and newline in a resource id are harmless
-test_authz_070_quote_and_newline_in_a_resource_id_are_harmless if {
+test_authz_075_quote_and_newline_in_a_resource_id_are_harmless if {
 	d := authz.decision with input as {"action": "search", "context": {}, "resource": {"id": "hand\"book\nx", "tenant": "dept-hr", "type": "knowledge_base"}, "subject": {"groups": [], "id": "key-1", "kind": "api_key", "knowledge_bases": ["handbook"], "roles": ["reader"], "tenant": "dept-hr"}}
 	d.allow == false
 	contains(d.reason, "outside the subject's knowledge-base grant")
 }
 
 # unknown tenant gets the defaults
-test_authz_071_unknown_tenant_gets_the_defaults if {
+test_authz_076_unknown_tenant_gets_the_defaults if {
 	d := authz.decision with input as {"action": "model.use", "context": {"data_classification": "secret"}, "resource": {"id": "qwen2.5-7b-instruct", "provider": "internal", "tenant": "acme", "type": "model"}, "subject": {"groups": ["/tenants/dept-hr"], "id": "u-hr-dev", "kind": "user", "knowledge_bases": [], "roles": ["developer"], "tenant": "acme"}}
 	d.allow == false
 	contains(d.reason, "classification secret is above the ceiling confidential of tenant acme")

@@ -101,6 +101,7 @@ async def test_cluster_profile_on_a_dsn(server_dsn: str, tmp_path: Path) -> None
         object_store={"backend": "filesystem"},
         embedding={"provider": "local", "model": "all-MiniLM-L6-v2", "languages": ["en"]},
         policy={"mode": "embedded"},
+        graph={"store": "postgres"},
         _env_file=None,
     )  # type: ignore[call-arg]
     assert not settings.database.embedded and not settings.jobs.in_process_worker

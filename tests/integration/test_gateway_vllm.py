@@ -150,27 +150,32 @@ async def test_client_disconnect_aborts_the_upstream_request(
     config = uvicorn.Config(app, port=port, log_level="error", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    generated_before = _metric(vllm.base_url, "vllm:generation_tokens_total")
     try:
         while not server.started:
             await asyncio.sleep(0.05)
-        body = chat("tiny-llama", stream=True, max_tokens=480)
         base = f"http://127.0.0.1:{port}"
-        async with (
-            httpx.AsyncClient(base_url=base, timeout=60) as client,
-            client.stream("POST", "/v1/chat/completions", json=body, headers=h) as r,
-        ):
-            assert r.status_code == 200
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    break  # leave after the first chunk: the client is gone
-        for _ in range(100):  # vLLM sees the closed connection and aborts the request
-            if _metric(vllm.base_url, "vllm:num_requests_running") == 0:
+        # The tiny model can write all 480 tokens before a disconnect reaches it when the
+        # machine is idle: such an attempt proves nothing either way, so it is repeated.
+        for _attempt in range(3):
+            generated_before = _metric(vllm.base_url, "vllm:generation_tokens_total")
+            body = chat("tiny-llama", stream=True, max_tokens=480)
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=60) as client,
+                client.stream("POST", "/v1/chat/completions", json=body, headers=h) as r,
+            ):
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        break  # leave after the first chunk: the client is gone
+            for _ in range(100):  # vLLM sees the closed connection and aborts the request
+                if _metric(vllm.base_url, "vllm:num_requests_running") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert _metric(vllm.base_url, "vllm:num_requests_running") == 0
+            await asyncio.sleep(1.0)
+            generated = _metric(vllm.base_url, "vllm:generation_tokens_total") - generated_before
+            if generated < 480:
                 break
-            await asyncio.sleep(0.1)
-        assert _metric(vllm.base_url, "vllm:num_requests_running") == 0
-        await asyncio.sleep(1.0)
-        generated = _metric(vllm.base_url, "vllm:generation_tokens_total") - generated_before
         assert generated < 480  # aborted, not run to max_tokens
     finally:
         server.should_exit = True

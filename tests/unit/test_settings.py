@@ -33,8 +33,11 @@ def test_cluster_profile_requires_dsn_and_milvus(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValidationError, match=r"policy\.opa_url"):
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("LLMFLOW_POLICY__OPA_URL", "http://opa:8181")
+    with pytest.raises(ValidationError, match=r"graph\.neo4j_uri"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("LLMFLOW_GRAPH__NEO4J_URI", "bolt://neo4j:7687")
     s = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert s.policy.mode == "http"
+    assert s.policy.mode == "http" and s.graph.store == "neo4j"
     assert not s.database.embedded
     assert s.embedding.provider == "tei" and "multi" in s.embedding.languages
     assert s.object_store.backend == "s3"

@@ -14,12 +14,18 @@ from prometheus_client import Counter, Histogram
 from llmflow import __version__
 from llmflow.api import (
     problems,
+    routes_agents,
+    routes_apps,
     routes_audit,
+    routes_datasets,
+    routes_dify_sso,
     routes_gateway,
     routes_health,
     routes_kb,
     routes_pii,
     routes_search,
+    routes_tools,
+    routes_training,
 )
 from llmflow.runtime import Runtime
 from llmflow.settings import Settings
@@ -28,6 +34,19 @@ log = logging.getLogger(__name__)
 
 REQUESTS = Counter("llmflow_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("llmflow_http_request_seconds", "HTTP request latency", ["route", "method"])
+
+
+async def _refresh_adapter_routes(rt: Runtime, every_s: float = 30.0) -> None:
+    """Keep the gateway's routing table in step with the adapters deployed by any replica
+    (``llmflow train deploy`` writes them to PostgreSQL)."""
+    from llmflow.training.deploy import refresh_gateway
+
+    while True:
+        try:
+            await refresh_gateway(rt)
+        except Exception:  # the database may be restarting; the next round retries
+            log.warning("refreshing the adapter routes failed", exc_info=True)
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -46,9 +65,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         worker: asyncio.Task[None] | None = None
         if settings.jobs.in_process_worker:
             worker = asyncio.create_task(rt.jobs.run_forever(), name="ingest-worker")
+        routes: asyncio.Task[None] | None = None
+        if owned:  # a serving process: deployed adapters and training jobs of earlier runs
+            from llmflow.training.jobs import training_service
+
+            await training_service(rt).recover()
+            routes = asyncio.create_task(_refresh_adapter_routes(rt), name="adapter-routes")
         try:
             yield
         finally:
+            if routes is not None:
+                from llmflow.training.jobs import training_service
+
+                routes.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await routes
+                await training_service(rt).aclose()
             if worker is not None:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -71,6 +103,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes_pii.router)
     app.include_router(routes_gateway.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_agents.router)
+    app.include_router(routes_tools.router)
+    app.include_router(routes_apps.router)
+    app.include_router(routes_dify_sso.router)
+    app.include_router(routes_training.router)
+    app.include_router(routes_datasets.router)
 
     @app.middleware("http")
     async def _metrics(

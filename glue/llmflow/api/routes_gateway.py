@@ -20,8 +20,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from llmflow.api.deps import PrincipalDep, RuntimeDep
 from llmflow.api.problems import problem_responses
 from llmflow.errors import LLMFlowError
-from llmflow.gateway.service import GatewayRequestError
+from llmflow.gateway.inprocess import InProcessModel
+from llmflow.gateway.service import GatewayRequestError, GatewayService
 from llmflow.gateway.upstream import UpstreamError, error_type, openai_error
+from llmflow.runtime import Runtime
 
 router = APIRouter(tags=["gateway"])
 
@@ -77,6 +79,20 @@ def _error(exc: GatewayRequestError | UpstreamError) -> JSONResponse:
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
 
 
+def provide_inprocess_models(rt: Runtime, gateway: GatewayService) -> None:
+    """The in-process models this process can answer with (routes with ``provider: agent``
+    and ``handler: research``); each is built on its first request."""
+    if gateway.inprocess.provides("research"):
+        return
+
+    async def research() -> InProcessModel:
+        from llmflow.agents.openai_model import ResearchAgentModel
+
+        return ResearchAgentModel(rt.agents)
+
+    gateway.inprocess.provide("research", research)
+
+
 async def _proxy(
     request: Request,
     rt: Any,
@@ -87,6 +103,7 @@ async def _proxy(
     streamable: bool,
 ) -> Response:
     gateway = await rt.gateway()
+    provide_inprocess_models(rt, gateway)
     try:
         body = await _body(request, gateway.settings.max_body_bytes)
         ctx = await gateway.prepare(principal, body, kind, classification)

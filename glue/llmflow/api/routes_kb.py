@@ -25,6 +25,14 @@ class KnowledgeBaseCreate(BaseModel):
         description="data classification: decides the PII policy at ingest and which models "
         "may see retrieved text",
     )
+    graph_fusion: Literal["scores", "rrf"] | None = Field(
+        default=None,
+        description="how graph-mode search fuses graph and hybrid results in this KB "
+        "(default: the platform setting graph.fusion)",
+    )
+    graph_weight: float | None = Field(
+        default=None, ge=0.0, le=10.0, description="weight of the graph signal in this KB"
+    )
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -35,6 +43,8 @@ class KnowledgeBaseOut(BaseModel):
     classification: str
     embedding_model: str
     documents: int
+    graph_fusion: str | None = None
+    graph_weight: float | None = None
 
 
 class JobOut(BaseModel):
@@ -78,7 +88,12 @@ async def create_knowledge_base(
     resource = kb_resource(principal.tenant_id, body.name, body.classification)
     await authorize(rt, principal, "kb.admin", resource, request=request)
     kb = await rt.knowledge_bases.create(
-        principal.tenant_id, body.name, body.description, classification=body.classification
+        principal.tenant_id,
+        body.name,
+        body.description,
+        classification=body.classification,
+        graph_fusion=body.graph_fusion,
+        graph_weight=body.graph_weight,
     )
     await record_change(
         rt,

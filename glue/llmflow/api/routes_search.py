@@ -23,7 +23,11 @@ class SearchRequest(BaseModel):
     knowledge_bases: list[str] = Field(min_length=1, max_length=20)
     top_k: int = Field(default=5, ge=1, le=100)
     score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
-    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    mode: Literal["hybrid", "dense", "lexical", "graph"] = Field(
+        default="hybrid",
+        description="graph: hybrid expanded through the knowledge graph (cross-references, "
+        "entities); each result's metadata.graph says which path reached it",
+    )
     metadata_condition: MetadataCondition | None = None
     rerank: bool = True
 

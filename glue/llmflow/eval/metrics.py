@@ -12,6 +12,11 @@ def recall_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
     return len(set(ranked[:k]) & relevant) / len(relevant)
 
 
+def all_gold_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    """1.0 when every relevant document is in the top k (multi-hop questions need all)."""
+    return 1.0 if relevant and relevant <= set(ranked[:k]) else 0.0
+
+
 def mrr_at(ranked: Sequence[str], relevant: set[str], k: int = 10) -> float:
     for i, doc in enumerate(ranked[:k], start=1):
         if doc in relevant:

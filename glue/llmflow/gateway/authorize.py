@@ -48,7 +48,13 @@ class ModelUsePolicy:
             self.rt,
             principal,
             "model.use",
-            model_resource(principal.tenant_id, route.name, route.provider),
+            # an in-process agent runs inside the platform: for the policy it is internal
+            # (its own LLM calls pass the gateway again, with their own decision)
+            model_resource(
+                principal.tenant_id,
+                route.name,
+                "internal" if route.provider == "agent" else route.provider,
+            ),
             {"data_classification": classification},
         )
         self._allowed[key] = now

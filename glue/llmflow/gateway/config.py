@@ -37,12 +37,17 @@ class ModelRoute(BaseModel):
 
     name: str
     kind: Literal["chat", "completion", "embedding", "rerank"] = "chat"
-    provider: Literal["internal", "external"] = Field(
+    provider: Literal["internal", "external", "agent"] = Field(
         default="internal",
         description="external = a model API outside the platform: policy decides which data "
-        "classifications may reach it",
+        "classifications may reach it; agent = answered in this process by the in-process "
+        "model named in 'handler' (no backends; policy treats it as internal)",
     )
-    backends: list[BackendConfig] = Field(min_length=1)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    handler: str | None = Field(
+        default=None,
+        description="provider 'agent' only: the in-process model that answers, e.g. 'research'",
+    )
     fallbacks: list[str] = Field(
         default_factory=list, description="models tried in order when every backend fails"
     )
@@ -87,6 +92,16 @@ class GatewaySettings(BaseModel):
             raise ValueError(f"gateway.models: duplicate model names {dupes}")
         known = set(names)
         for m in self.models:
+            if m.provider == "agent":
+                if m.backends or not m.handler or m.kind != "chat" or m.fallbacks or m.lora_base:
+                    raise ValueError(
+                        f"gateway.models[{m.name}]: an 'agent' route is a chat model with a "
+                        "'handler' and no backends, fallbacks or LoRA base"
+                    )
+            elif not m.backends:
+                raise ValueError(f"gateway.models[{m.name}].backends: at least one backend")
+            elif m.handler is not None:
+                raise ValueError(f"gateway.models[{m.name}].handler: only for provider 'agent'")
             missing = [f for f in m.fallbacks if f not in known]
             if missing:
                 raise ValueError(f"gateway.models[{m.name}].fallbacks: unknown models {missing}")

@@ -5,6 +5,15 @@ deterministically, so the gateway's own behaviour and overhead can be isolated. 
 answer echoes the last user message (pseudonyms and all), streams word by word, reports
 usage unless told not to, and records what it received. Behaviour switches live on
 ``ScriptedUpstream`` (``fail_with``, ``report_usage``, ``flat_errors``, ``delay_s``).
+
+Tool calling (OpenAI's function-calling contract, as vLLM serves it): with ``chat_script``
+set, a chat request's assistant message comes from that function instead of the echo —
+``{"content": ...}`` or ``{"tool_calls": [{"id", "type": "function", "function": {"name",
+"arguments": "<JSON string>"}}]}`` — answered with ``finish_reason`` ``tool_calls`` or ``stop``
+and streamed as OpenAI streams it (tool-call deltas by ``index``, arguments in pieces). The
+request is checked as OpenAI checks it: ``tools`` must be function specs, and every assistant
+``tool_calls`` must be followed by one ``tool`` message per call id before anything else
+(400 otherwise), so a client that breaks the contract fails here as it would there.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +47,8 @@ class ScriptedUpstream:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     adapters: set[str] = field(default_factory=set)
     url: str = ""
+    chat_script: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Request body → the assistant message (``content`` and/or ``tool_calls``)."""
 
     # -- helpers ----------------------------------------------------------------------
     def _error(self, status: int, message: str) -> JSONResponse:
@@ -73,6 +84,11 @@ class ScriptedUpstream:
         if "lora" in model and model not in self.adapters:
             return self._error(404, f"adapter {model} is not loaded")
         chat = request.url.path.endswith("chat/completions")
+        if chat and self.chat_script is not None:
+            problem = tool_contract_problem(body)
+            if problem:
+                return self._error(400, problem)
+            return self._scripted_chat(model, body, self.chat_script(body))
         answer = self._answer(body)
         words = answer.split(" ")
         prompt_tokens = len(json.dumps(body.get("messages", body.get("prompt", ""))).split())
@@ -120,6 +136,74 @@ class ScriptedUpstream:
             await asyncio.sleep(self.chunk_delay_s)
         if usage is not None and self.report_usage:
             event = {"id": "cmpl-scripted", "object": "chat.completion.chunk", "model": model,
+                     "choices": [], "usage": usage}  # fmt: skip
+            yield b"data: " + json.dumps(event).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    def _scripted_chat(self, model: str, body: dict[str, Any], message: dict[str, Any]) -> Response:
+        content = message.get("content")
+        calls = message.get("tool_calls") or []
+        finish = "tool_calls" if calls else "stop"
+        completion = len(str(content or "").split()) + sum(
+            len(c["function"]["arguments"].split()) for c in calls
+        )
+        prompt = len(json.dumps(body.get("messages", [])).split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}  # fmt: skip
+        if body.get("stream"):
+            include = (body.get("stream_options") or {}).get("include_usage")
+            return StreamingResponse(
+                self._stream_message(model, content, calls, usage if include else None),
+                media_type="text/event-stream",
+            )
+        out: dict[str, Any] = {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content,
+                                **({"tool_calls": calls} if calls else {})},
+                    "finish_reason": finish,
+                }
+            ],
+        }  # fmt: skip
+        if self.report_usage:
+            out["usage"] = usage
+        return JSONResponse(out)
+
+    async def _stream_message(
+        self,
+        model: str,
+        content: str | None,
+        calls: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+    ) -> AsyncIterator[bytes]:
+        """OpenAI's streamed assistant message: role first, then content pieces, then per tool
+        call one delta with its id and name and further deltas with argument pieces."""
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            event = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "model": model,
+                     "choices": [choice]}  # fmt: skip
+            return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        for i, word in enumerate((content or "").split(" ") if content else []):
+            yield chunk({"content": word if i == 0 else " " + word})
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}  # fmt: skip
+            yield chunk({"tool_calls": [head]})
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), 8):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
+                yield chunk({"tool_calls": [piece]})
+        yield chunk({}, "tool_calls" if calls else "stop")
+        if usage is not None and self.report_usage:
+            event = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "model": model,
                      "choices": [], "usage": usage}  # fmt: skip
             yield b"data: " + json.dumps(event).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
@@ -189,6 +273,48 @@ class ScriptedUpstream:
                 Route("/health", self.health),
             ]
         )
+
+
+def tool_contract_problem(body: dict[str, Any]) -> str | None:
+    """What OpenAI would refuse in a chat request's tool use, or None.
+
+    ``tools`` entries must be ``{"type": "function", "function": {"name", "parameters"}}``
+    with an object schema; an assistant message with ``tool_calls`` must be followed by
+    ``tool`` messages answering each of its call ids, and a ``tool`` message must answer a
+    call of the assistant message before it.
+    """
+    for tool in body.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            return "tools: every tool must be {'type': 'function', 'function': {...}}"
+        if not function.get("name"):
+            return "tools: a function needs a name"
+        params = function.get("parameters", {"type": "object"})
+        if not isinstance(params, dict) or params.get("type") != "object":
+            return f"tools[{function.get('name')}]: parameters must be an object schema"
+    open_calls: set[str] = set()
+    for message in body.get("messages") or []:
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in open_calls:
+                return f"a 'tool' message answers no preceding tool call ({call_id!r})"
+            open_calls.discard(call_id)
+            continue
+        if open_calls:
+            return (
+                "an assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'; missing {sorted(open_calls)}"
+            )
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                arguments = call.get("function", {}).get("arguments")
+                if not isinstance(arguments, str):
+                    return "tool_calls[].function.arguments must be a JSON string"
+                open_calls.add(call.get("id"))
+    if open_calls:
+        return f"tool calls {sorted(open_calls)} have no tool message"
+    return None
 
 
 def free_port() -> int:

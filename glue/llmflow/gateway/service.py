@@ -4,6 +4,10 @@ Per request: routing table → policy (may this tenant use this model with this 
 classification?) → quota → PII guard on the prompt (block, mask or pseudonymise) →
 upstream with fallbacks → the answer's own PII masked, pseudonyms restored (streaming
 too) → usage (ledger, metrics).
+
+A route with ``provider: agent`` has no upstream: at the point of the upstream call it is
+dispatched to an in-process model (:mod:`llmflow.gateway.inprocess`), so the same policy,
+quota, PII guard and accounting apply to it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
+from llmflow.errors import LLMFlowError
 from llmflow.gateway import metrics, sse
 from llmflow.gateway.config import GatewaySettings, ModelRoute
+from llmflow.gateway.inprocess import InProcessCall, InProcessModel, InProcessModels, UnknownHandler
 from llmflow.gateway.upstream import (
     Backend,
     BackendPool,
@@ -78,8 +84,10 @@ class GatewayService:
         authorize: Authorizer,
         ledger: UsageLedger | None,
         guard: Callable[[], Awaitable[PiiGuard]] | None,
+        inprocess: InProcessModels | None = None,
     ) -> None:
         self.settings = settings
+        self.inprocess = inprocess or InProcessModels()
         self.pool = BackendPool(settings)
         self.authorize = authorize
         self.ledger = ledger
@@ -98,7 +106,7 @@ class GatewayService:
                     "id": m.name,
                     "object": "model",
                     "created": 0,
-                    "owned_by": "llmflow" if m.provider == "internal" else "external",
+                    "owned_by": "external" if m.provider == "external" else "llmflow",
                     "kind": m.kind,
                     **({"parent": m.lora_base} if m.lora_base else {}),
                 }
@@ -184,6 +192,8 @@ class GatewayService:
 
     async def call(self, ctx: CallContext, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call with fallbacks; the answer guarded and accounted."""
+        if ctx.route.provider == "agent":
+            return await self._call_inprocess(ctx, body)
         status, code = 200, None
         prompt_tokens = completion_tokens = 0
         try:
@@ -217,10 +227,80 @@ class GatewayService:
         """Open the upstream stream (fallbacks apply until the first byte), then pass the
         events through with pseudonyms restored and usage accounted."""
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if ctx.route.provider == "agent":
+            return await self._stream_inprocess(ctx, body, client_wants_usage)
         upstream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         route, backend, response = await self._open_stream(ctx, path, upstream_body)
         ctx.backend, ctx.route = backend.url, route
-        return self._relay(ctx, route, backend, response, body, client_wants_usage)
+
+        async def count(answer: str) -> tuple[int, int]:
+            return await self._count_tokens(backend, route, body, answer)
+
+        events = sse.events(response.aiter_lines())
+        return self._relay(ctx, events, response.aclose, count, client_wants_usage)
+
+    # -- in-process models ------------------------------------------------------------
+    async def _inprocess_model(self, ctx: CallContext) -> InProcessModel:
+        handler = ctx.route.handler or ctx.route.name
+        ctx.backend = f"inprocess:{handler}"
+        try:
+            return await self.inprocess.get(handler)
+        except UnknownHandler as exc:
+            raise GatewayRequestError(
+                503,
+                f"the model {ctx.route.name!r} is answered by the in-process handler "
+                f"{handler!r}, which this server does not provide",
+                "no_backend",
+            ) from exc
+
+    @staticmethod
+    def _inprocess_call(ctx: CallContext) -> InProcessCall:
+        pseudonymizer = ctx.pseudonymizer
+        if pseudonymizer is None:
+            return InProcessCall(ctx.principal, ctx.route.name, ctx.classification)
+        return InProcessCall(
+            ctx.principal, ctx.route.name, ctx.classification, pseudonymizer.restore
+        )
+
+    async def _call_inprocess(self, ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
+        status, code = 200, None
+        prompt_tokens = completion_tokens = 0
+        try:
+            model = await self._inprocess_model(ctx)
+            answer = await model.complete(self._inprocess_call(ctx), body)
+            answer["model"] = ctx.route.name
+            await self._guard_answer(ctx, answer)
+            usage = answer.get("usage") or {}
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            return answer
+        except (GatewayRequestError, UpstreamError, LLMFlowError) as exc:
+            status, code = exc.status, exc.code
+            raise
+        finally:
+            self._account(ctx, status, code, prompt_tokens, completion_tokens, stream=False)
+
+    async def _stream_inprocess(
+        self, ctx: CallContext, body: dict[str, Any], client_wants_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """Open the in-process stream (its errors are still HTTP errors), then relay it like
+        an upstream's: pseudonyms restored, usage passed on when asked and accounted."""
+        try:
+            model = await self._inprocess_model(ctx)
+            events = await model.stream(self._inprocess_call(ctx), body)
+        except (GatewayRequestError, UpstreamError, LLMFlowError) as exc:
+            self._account(ctx, exc.status, exc.code, 0, 0, stream=True)
+            raise
+
+        async def close() -> None:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+        async def uncounted(answer: str) -> tuple[int, int]:
+            return 0, 0  # an in-process model reports its usage itself
+
+        return self._relay(ctx, events, close, uncounted, client_wants_usage)
 
     # -- upstream -------------------------------------------------------------------
     async def _send(
@@ -388,18 +468,20 @@ class GatewayService:
     async def _relay(
         self,
         ctx: CallContext,
-        route: ModelRoute,
-        backend: Backend,
-        response: httpx.Response,
-        body: dict[str, Any],
+        events: AsyncIterator[dict[str, Any] | None],
+        close: Callable[[], Awaitable[None]],
+        count: Callable[[str], Awaitable[tuple[int, int]]],
         client_wants_usage: bool,
     ) -> AsyncIterator[bytes]:
+        """Pass stream events on (``None`` ends the stream): pseudonyms restored per choice,
+        usage passed on only when asked, the request accounted when the stream ends;
+        ``close`` releases the source, ``count`` counts tokens when no usage was reported."""
         restorers: dict[int, StreamRestorer] = {}
         usage: dict[str, Any] | None = None
         answer_parts: list[str] = []
         status, code = 200, None
         try:
-            async for event in sse.events(response.aiter_lines()):
+            async for event in events:
                 if event is None:
                     break
                 if "error" in event and not event.get("choices"):
@@ -440,27 +522,28 @@ class GatewayService:
         except GeneratorExit:  # closed by the response after a client disconnect
             status, code = 499, "client_closed"
             raise
-        except (httpx.HTTPError, asyncio.CancelledError) as exc:
-            status, code = (499, "client_closed") if isinstance(exc, asyncio.CancelledError) else (
-                502, "upstream_stream_broken",
-            )  # fmt: skip
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            yield sse.encode(normalise_error(502, "the upstream stream broke off").body)
+        except asyncio.CancelledError:
+            status, code = 499, "client_closed"
+            raise
+        except (httpx.HTTPError, LLMFlowError) as exc:
+            if isinstance(exc, LLMFlowError):  # an in-process model failed mid-stream
+                status, code = exc.status, exc.code
+                yield sse.encode(UpstreamError(exc.status, exc.detail, code=exc.code).body)
+            else:
+                status, code = 502, "upstream_stream_broken"
+                yield sse.encode(normalise_error(502, "the upstream stream broke off").body)
             yield sse.DONE
         finally:
             # On a client disconnect Starlette cancels this generator inside an anyio cancel
             # scope, where every further await is cancelled too: shield the close, or the
             # upstream connection stays open and the model keeps generating for nobody.
             with anyio.CancelScope(shield=True):
-                await response.aclose()
+                await close()
             prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
             completion_tokens = int((usage or {}).get("completion_tokens") or 0)
             if usage is None and status == 200:
                 try:
-                    prompt_tokens, completion_tokens = await self._count_tokens(
-                        backend, route, body, "".join(answer_parts)
-                    )
+                    prompt_tokens, completion_tokens = await count("".join(answer_parts))
                 except Exception:  # accounting must not turn a served answer into an error
                     log.exception("token counting fallback failed")
             self._account(ctx, status, code, prompt_tokens, completion_tokens, stream=True)

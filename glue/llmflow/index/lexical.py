@@ -72,6 +72,53 @@ class KoreanAnalyzer:
             results = list(self._kiwi.tokenize(list(texts)))
         return [" ".join(self._terms(tokens)) for tokens in results]
 
+    def analyze_with_phrases(
+        self, texts: Sequence[str], phrase_from: Sequence[int]
+    ) -> list[tuple[str, list[str]]]:
+        """One Kiwi pass giving the analysed form of each text and its Korean noun phrases
+        (compound nouns and proper nouns) found at or after character ``phrase_from[i]``
+        (the graph extractor's entity candidates; the embedded header is skipped)."""
+        if not texts:
+            return []
+        with self._lock:
+            results = list(self._kiwi.tokenize(list(texts)))
+        return [
+            (" ".join(self._terms(tokens)), noun_phrases(tokens, start))
+            for tokens, start in zip(results, phrase_from, strict=True)
+        ]
+
+
+_NOUN_TAGS = frozenset({"NNG", "NNP", "SH"})
+
+
+def noun_phrases(tokens: Iterable[Any], start: int = 0) -> list[str]:
+    """Maximal runs of adjacent nouns (``연차`` ``유급`` ``휴가`` → ``연차유급휴가``) and
+    single proper nouns; a lone common noun (``경우``, ``규정``) is too generic to be an
+    entity. Runs break at any other morpheme or a gap of more than one space."""
+    phrases: list[str] = []
+    run: list[Any] = []
+
+    def close() -> None:
+        if len(run) >= 2 or (len(run) == 1 and run[0].tag == "NNP" and len(run[0].form) >= 2):
+            phrases.append("".join(t.form for t in run))
+        run.clear()
+
+    for tok in tokens:
+        if tok.start < start:
+            continue
+        if tok.tag in _NOUN_TAGS and tok.form not in _SINGLE_CHAR_NOISE:
+            gap = tok.start - (run[-1].start + run[-1].len) if run else 0
+            # two proper nouns side by side (삼성전자 서울) are two entities
+            if run and (gap > 1 or (gap == 1 and "NNP" in (tok.tag, run[-1].tag))):
+                close()
+            run.append(tok)
+            if len(run) == 6:
+                close()
+        else:
+            close()
+    close()
+    return phrases
+
 
 def hangul_ratio(text: str) -> float:
     """Share of Hangul among letters: a cheap, robust language signal for ko vs en."""

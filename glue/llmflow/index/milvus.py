@@ -292,5 +292,42 @@ class ChunkIndex:
         expr = self.scope_filter(tenant_id, kb_ids)
         return await asyncio.to_thread(self._search, "sparse", analysed_query, expr, limit)
 
+    def _fetch(self, expr: str, chunk_ids: Sequence[str]) -> list[dict[str, Any]]:
+        self._ensure_collection()
+        rows: list[dict[str, Any]] = []
+        ids = list(dict.fromkeys(chunk_ids))
+        for start in range(0, len(ids), 500):
+            batch = ", ".join(_literal(i) for i in ids[start : start + 500])
+            rows += self.client.query(
+                self.collection, filter=f"{expr} and chunk_id in [{batch}]",
+                output_fields=OUTPUT_FIELDS,
+            )  # fmt: skip
+        return [dict(r) for r in rows]
+
+    async def fetch(
+        self, tenant_id: str, kb_ids: Sequence[str], chunk_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored fields of the given chunks (within the tenant and KBs), by chunk id."""
+        chunk_ids = [c for c in chunk_ids if _IDENT.fullmatch(c)]
+        if not chunk_ids:
+            return {}
+        rows = await asyncio.to_thread(self._fetch, self.scope_filter(tenant_id, kb_ids), chunk_ids)
+        return {str(r["chunk_id"]): r for r in rows if r.get("tenant_id") == tenant_id}
+
+    def _query(self, expr: str, limit: int) -> list[dict[str, Any]]:
+        self._ensure_collection()
+        rows = self.client.query(
+            self.collection, filter=expr, output_fields=OUTPUT_FIELDS, limit=limit
+        )
+        return [dict(r) for r in rows]
+
+    async def document_chunks(
+        self, tenant_id: str, kb_ids: Sequence[str], document_id: str, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """A document's chunks in reading order."""
+        expr = self.scope_filter(tenant_id, kb_ids, document_id)
+        rows = await asyncio.to_thread(self._query, expr, limit)
+        return sorted(rows, key=lambda r: int(r.get("chunk_index", 0)))
+
     def close(self) -> None:
         self.client.close()

@@ -1,6 +1,8 @@
 """Structure-aware chunking measured in embedding-model tokens.
 
-* A chunk never spans two sections: a ``Title`` closes the running chunk.
+* A chunk never spans two sections: a ``Title`` closes the running chunk, and so does a
+  paragraph that opens an article (``제25조(통상임금) …``), which becomes the last part of the
+  chunk's section path.
 * Tables stay whole (their HTML travels in the chunk metadata); only a table larger than the
   index field can hold is split by rows, repeating its header row.
 * Long paragraphs are split at sentence boundaries, then at token boundaries.
@@ -22,6 +24,9 @@ from llmflow.ingest.elements import Element
 TokenCounter = Callable[[str], int]
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+|(?<=다\.)\s*|\n+")
 _MAX_TABLE_CHARS = 18_000  # 3 bytes per Hangul: stays under Milvus' 64 KiB VARCHAR
+# A paragraph that opens an article ("제25조(통상임금) …"): regulations often arrive as plain
+# paragraphs without headings, and an article is the unit people cite and ask about.
+_ARTICLE_START = re.compile(r"^제\s*\d+\s*조(?:\s*의\s*\d+)?\s*\(([^)]{1,40})\)")
 
 
 @dataclass(slots=True)
@@ -149,6 +154,11 @@ class Chunker:
             if el.section_path and el.section_path != section[: len(el.section_path)]:
                 flush(keep_overlap=False)
                 section = list(el.section_path)[-4:]
+            article = _ARTICLE_START.match(text) if el.type != "Table" else None
+            if article:
+                flush(keep_overlap=False)
+                base = section[:-1] if section and _ARTICLE_START.match(section[-1]) else section
+                section = [*base, article.group(0)][-4:]
             if el.type == "Table":
                 flush(keep_overlap=False)
                 for part_text, part_html in _table_parts(text, el.table_html):

@@ -314,9 +314,15 @@ class IngestService:
         headers = [_header(title, c.section) for c in chunks]
         t = time.perf_counter()
         analyzer = await rt.analyzer()
-        lexical = await asyncio.to_thread(
-            analyzer.analyze_many, [f"{h}\n{c.text}" for h, c in zip(headers, chunks, strict=True)]
-        )
+        texts = [f"{h}\n{c.text}" for h, c in zip(headers, chunks, strict=True)]
+        phrases: list[list[str]] = []
+        if settings.graph.enabled:  # one Kiwi pass also yields the graph's noun phrases
+            analysed = await asyncio.to_thread(
+                analyzer.analyze_with_phrases, texts, [len(h) + 1 for h in headers]
+            )
+            lexical, phrases = [a for a, _ in analysed], [p for _, p in analysed]
+        else:
+            lexical = await asyncio.to_thread(analyzer.analyze_many, texts)
         # A whole table repeats its column values ("유급", "30일 이내") row after row: that
         # term frequency says nothing about the table's topic but its length buries the one
         # row a query names under BM25's length normalisation. Index each term once.
@@ -367,15 +373,29 @@ class IngestService:
         t = time.perf_counter()
         index = await rt.index()
         await index.insert(records)
+        timings["index_s"] = time.perf_counter() - t
+        graph_stats: dict[str, Any] = {}
+        if settings.graph.enabled:
+            # replaces the previous version's subgraph atomically; a failure here leaves the
+            # old graph and the old chunks in place (the new chunks are cleaned up)
+            graph_stats = await rt.graph.index_document(
+                tenant_id=doc.tenant_id,
+                kb_id=doc.kb_id,
+                document_id=doc.id,
+                title=title,
+                chunks=chunks,
+                phrases=phrases,
+                topics=_topics(doc.metadata_ or {}),
+            )
         if doc.version > 1:  # a first version has no older chunks to replace
             await index.delete_document(doc.tenant_id, doc.id, keep_version=doc.version)
-        timings["index_s"] = time.perf_counter() - t
         doc.chunk_count = len(records)
         return {
             "elements": len(elements),
             "chunks": len(records),
             "pages": doc.pages,
             **{k: round(v, 4) for k, v in timings.items()},
+            **graph_stats,
         }
 
     # -- delete -------------------------------------------------------------------------
@@ -388,6 +408,8 @@ class IngestService:
                 raise NotFound(f"document {document_id!r} does not exist in {kb_name!r}")
             index = await self.rt.index()
             await index.delete_document(tenant_id, doc.id)
+            if self.rt.settings.graph.enabled:
+                await self.rt.graph.delete_document(tenant_id, kb.id, doc.id)
             await self.store.delete_prefix(tenant_id, f"kb/{kb.id}/{doc.id}/")
             await session.delete(doc)
             await session.commit()
@@ -397,6 +419,7 @@ class IngestService:
             kb = await self.rt.knowledge_bases.get_row(session, tenant_id, kb_name)
             index = await self.rt.index()
             await index.delete_kb(tenant_id, kb.id)
+            await self.rt.graph.delete_kb(tenant_id, kb.id)
             await self.store.delete_prefix(tenant_id, f"kb/{kb.id}/")
             await session.delete(kb)
             await session.commit()
@@ -435,6 +458,18 @@ class IngestService:
             if doc is None or doc.kb_id != kb.id:
                 raise NotFound(f"document {document_id!r} does not exist in {kb_name!r}")
             return document_view(doc)
+
+
+def _topics(metadata: dict[str, Any]) -> list[str]:
+    """Topics a document declares in its metadata (``topic``, ``category``, ``tags``)."""
+    out: list[str] = []
+    for key in ("topic", "category", "tags"):
+        value = metadata.get(key)
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, list):
+            out += [v for v in value if isinstance(v, str)]
+    return out[:10]
 
 
 def _document_title(elements: list[Element], source: str) -> str:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from llmflow.auth.apikeys import Principal
     from llmflow.runtime import Runtime
 
-Mode = Literal["hybrid", "dense", "lexical"]
+Mode = Literal["hybrid", "dense", "lexical", "graph"]
+MODES: tuple[str, ...] = ("hybrid", "dense", "lexical", "graph")
 MAX_QUERY_CHARS = 4000
 
 
@@ -132,6 +133,42 @@ def fuse_scores(signals: dict[str, list[Hit]], weights: dict[str, float]) -> Fus
     return [(cid, s / total, ranks[cid]) for cid, s in ordered]
 
 
+def result_from_fields(
+    cid: str,
+    score: float,
+    ranks: dict[str, float],
+    f: dict[str, Any],
+    kb_by_id: dict[str, str],
+) -> SearchResult:
+    """A result (with its citation in the metadata) from the chunk index's stored fields."""
+    page = f.get("page")
+    result = SearchResult(
+        chunk_id=cid,
+        score=score,
+        text=f.get("text", ""),
+        title=f.get("title", ""),
+        document_id=f.get("document_id", ""),
+        source=f.get("source", ""),
+        page=None if page is None or page < 0 else int(page),
+        section=f.get("section", ""),
+        knowledge_base=kb_by_id.get(f.get("kb_id", ""), ""),
+        metadata=dict(f.get("metadata") or {}),
+        signals=ranks,
+    )
+    result.metadata.update(
+        {
+            "document_id": result.document_id,
+            "source": result.source,
+            "title": result.title,
+            "page": result.page,
+            "section": result.section,
+            "chunk_id": cid,
+            "knowledge_base": result.knowledge_base,
+        }
+    )
+    return result
+
+
 class SearchService:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -167,6 +204,54 @@ class SearchService:
             raise NotFound(f"knowledge base {missing[0]!r} does not exist")
         return found
 
+    async def _graph_fusion(self, kb_ids: list[str]) -> tuple[str, float]:
+        """Fusion method and graph weight: the first searched KB's override, else settings."""
+        gs = self.rt.settings.graph
+        async with self.rt.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        KnowledgeBase.id, KnowledgeBase.graph_fusion, KnowledgeBase.graph_weight
+                    ).where(KnowledgeBase.id.in_(kb_ids))
+                )
+            ).all()
+        by_id = {r[0]: (r[1], r[2]) for r in rows}
+        fusion, weight = by_id.get(kb_ids[0], (None, None))
+        return fusion or gs.fusion, gs.graph_weight if weight is None else float(weight)
+
+    async def _with_graph(
+        self,
+        principal: Principal,
+        kb_ids: list[str],
+        query: str,
+        fused: Fused,
+        fields: dict[str, dict[str, Any]],
+        timings: dict[str, float],
+        query_vector: list[float] | None,
+    ) -> tuple[Fused, dict[str, dict[str, Any]]]:
+        """Expand the hybrid ranking through the graph and fuse both (graph mode)."""
+        from llmflow.retrieve.graph import fuse_graph
+
+        t = time.perf_counter()
+        graph, gs = self.rt.graph, self.rt.settings.graph
+        hits, stats = await graph.expand(
+            principal.tenant_id, kb_ids, query, [(c, s) for c, s, _ in fused], query_vector
+        )
+        missing = [h.chunk_id for h in hits if h.chunk_id not in fields][:200]
+        if missing:
+            index = await self.rt.index()
+            fields.update(await index.fetch(principal.tenant_id, kb_ids, missing))
+        hits = [h for h in hits if h.chunk_id in fields]
+        method, weight = await self._graph_fusion(kb_ids)
+        fused = fuse_graph(fused, hits, method=method, weight=weight, k=gs.rrf_k)
+        paths = {
+            h.chunk_id: {"rank": rank, "score": round(h.score, 4), "paths": h.paths}
+            for rank, h in enumerate(hits, start=1)
+        }
+        timings["graph_ms"] = (time.perf_counter() - t) * 1000
+        timings["graph_queries"] = float(stats["graph_queries"])
+        return fused, paths
+
     async def search(
         self,
         principal: Principal,
@@ -190,6 +275,10 @@ class SearchService:
             raise InvalidRequest("top_k must be between 1 and 100")
         if metadata_condition is not None:
             validate(metadata_condition)
+        if mode not in MODES:
+            raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
+        if mode == "graph" and not self.rt.settings.graph.enabled:
+            raise InvalidRequest("graph mode needs the knowledge graph (graph.enabled)")
         kbs = await self.resolve_kbs(principal, kb_names)
         kb_by_id = {i: n for n, i in kbs.items()}
         kb_ids = list(kbs.values())
@@ -204,10 +293,13 @@ class SearchService:
             "lexical": settings.lexical_weight if mode != "dense" else 0.0,
         }
 
+        query_vector: list[list[float]] = []
+
         async def dense() -> list[Hit]:
             t = time.perf_counter()
             embedder = await self.rt.embedder()
             vector = await embedder.embed_query(query)
+            query_vector.append(vector)  # graph mode's entity lookup reuses it
             timings["embed_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             hits = await index.search_dense(vector, principal.tenant_id, kb_ids, limit)
@@ -246,6 +338,14 @@ class SearchService:
             else fuse_scores(signals, weights)
         )
         fused = [(c, s, r) for c, s, r in fused_all if c in fields]
+        timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        graph_paths: dict[str, dict[str, Any]] = {}
+        if mode == "graph":
+            fused, graph_paths = await self._with_graph(
+                principal, kb_ids, query, fused, fields, timings,
+                query_vector[0] if query_vector else None,
+            )  # fmt: skip
+        t = time.perf_counter()
         reranking = rerank and self.rt.settings.rerank.provider != "none"
         # results are built only as far as they can still be returned (or reranked)
         wanted = self.rt.settings.rerank.candidates if reranking else top_k
@@ -253,36 +353,12 @@ class SearchService:
         for cid, score, ranks in fused:
             if len(out) >= wanted:
                 break
-            f = fields[cid]
-            meta = dict(f.get("metadata") or {})
-            page = f.get("page")
-            result = SearchResult(
-                chunk_id=cid,
-                score=score,
-                text=f.get("text", ""),
-                title=f.get("title", ""),
-                document_id=f.get("document_id", ""),
-                source=f.get("source", ""),
-                page=None if page is None or page < 0 else int(page),
-                section=f.get("section", ""),
-                knowledge_base=kb_by_id.get(f.get("kb_id", ""), ""),
-                metadata=meta,
-                signals=ranks,
-            )
-            result.metadata.update(
-                {
-                    "document_id": result.document_id,
-                    "source": result.source,
-                    "title": result.title,
-                    "page": result.page,
-                    "section": result.section,
-                    "chunk_id": cid,
-                    "knowledge_base": result.knowledge_base,
-                }
-            )
+            result = result_from_fields(cid, score, ranks, fields[cid], kb_by_id)
+            if cid in graph_paths:
+                result.metadata["graph"] = graph_paths[cid]
             if matches(result.metadata, metadata_condition):
                 out.append(result)
-        timings["fusion_ms"] = (time.perf_counter() - t) * 1000
+        timings["results_ms"] = (time.perf_counter() - t) * 1000
         if reranking and out:
             t = time.perf_counter()
             head = out[: self.rt.settings.rerank.candidates]

@@ -61,6 +61,10 @@ class KnowledgeBase(Base):
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     classification: Mapped[str] = mapped_column(String(16), default="internal")
+    graph_fusion: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    """Per-KB override of ``graph.fusion`` (``scores`` | ``rrf``); None: the setting."""
+    graph_weight: Mapped[float | None] = mapped_column(nullable=True, default=None)
+    """Per-KB override of ``graph.graph_weight``; None: the setting."""
     embedding_model: Mapped[str] = mapped_column(String(200))
     collection: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

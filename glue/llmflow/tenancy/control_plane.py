@@ -152,6 +152,10 @@ class ControlPlane:
                 "langfuse not configured (LLMFLOW_TENANCY__LANGFUSE_URL, "
                 "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)"
             )
+        if settings.dify.managed:
+            from llmflow.tenancy.dify import DifyReconciler
+
+            reconcilers.append(DifyReconciler.from_settings(settings))
         return cls(reconcilers, skipped)
 
     def _ordered(self) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from llmflow.storage.models import ApiKey, Document, IngestJob
 
@@ -31,6 +31,8 @@ class PurgeReport:
     api_keys: int = 0
     ingest_jobs: int = 0
     objects: int = 0
+    other_rows: dict[str, int] = field(default_factory=dict)
+    """Rows of the other tenant-scoped tables (datasets, training, facade, agent threads)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for ``--json``."""
@@ -60,6 +62,40 @@ async def purge_tenant_data(rt: Runtime, tenant: str) -> PurgeReport:
         await session.commit()
         report.ingest_jobs = int(getattr(jobs, "rowcount", 0) or 0)
         report.api_keys = int(getattr(keys, "rowcount", 0) or 0)
+    report.other_rows = await _purge_tables(rt, tenant)
     # Originals outside any KB prefix (none today) and empty folders.
     report.objects = await rt.object_store.delete_prefix(tenant, "")
     return report
+
+
+# Tenant-scoped tables outside the KB cascade, children first; LangGraph's checkpoint tables
+# (created by the agents' saver, absent until an agent ran) key threads as "<tenant>/<id>".
+_TENANT_TABLES = (
+    ("training_adapter_routes", "tenant_id = :tenant"),
+    ("training_jobs", "tenant_id = :tenant"),
+    ("dataset_versions", "tenant_id = :tenant"),
+    ("facade_runs", "tenant_id = :tenant"),
+    ("facade_apps", "tenant_id = :tenant"),
+    ("facade_tenant_secrets", "tenant_id = :tenant"),
+    ("dify_sso_accounts", "tenant_id = :tenant"),
+    ("graph_edges", "tenant_id = :tenant"),
+    ("graph_nodes", "tenant_id = :tenant"),
+    ("checkpoint_writes", "thread_id LIKE :thread"),
+    ("checkpoint_blobs", "thread_id LIKE :thread"),
+    ("checkpoints", "thread_id LIKE :thread"),
+)
+
+
+async def _purge_tables(rt: Runtime, tenant: str) -> dict[str, int]:
+    """Delete the tenant's rows from every tenant-scoped table that exists (constant SQL;
+    the table names come from the list above, never from input)."""
+    out: dict[str, int] = {}
+    params = {"tenant": tenant, "thread": tenant.replace("%", r"\%").replace("_", r"\_") + "/%"}
+    async with rt.engine.begin() as conn:
+        for table, where in _TENANT_TABLES:
+            exists = await conn.execute(text("SELECT to_regclass(:t)"), {"t": table})
+            if exists.scalar_one() is None:
+                continue
+            result = await conn.execute(text(f"DELETE FROM {table} WHERE {where}"), params)
+            out[table] = int(getattr(result, "rowcount", 0) or 0)
+    return out

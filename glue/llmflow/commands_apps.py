@@ -1,0 +1,147 @@
+"""``llmflow apps …`` (the ERP facade's app registry) and ``llmflow dify offboard``.
+
+* ``apps register --tenant T --name N --dify-app-key-file F --mode workflow|chat``: the Dify
+  app key is read from a file (a mounted Secret: never on a command line or in shell
+  history) and stored sealed; no command or API prints it again.
+* ``apps list``, ``apps remove``, ``apps callback-secret`` (the per-tenant HMAC secret the
+  ERP's receiver verifies callbacks with; ``--rotate`` replaces it).
+* ``dify offboard --tenant T [--dry-run]``: removes from the tenant's Dify workspace every
+  member Keycloak no longer entitles (mounted under the ``dify`` group by
+  :func:`register_dify`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+
+if TYPE_CHECKING:
+    from llmflow.dify.facade import AppMode
+
+apps_app = typer.Typer(
+    help="Dify apps that ERP/intranet systems run through the REST facade.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(apps_app, name="apps")
+
+
+def register_dify(dify_app: typer.Typer) -> None:
+    """Mount ``offboard`` under an existing ``dify`` command group."""
+    dify_app.command("offboard")(offboard)
+
+
+@apps_app.command("register")
+def register_app(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="tenant id, e.g. dept-finance")],
+    name: Annotated[str, typer.Option("--name", "-n", help="app name in /v1/apps/{name}/run")],
+    dify_app_key_file: Annotated[
+        Path, typer.Option(help="file holding the Dify app key (app-…)", exists=True)
+    ],
+    mode: Annotated[str, typer.Option(help="workflow | chat")],
+    dify_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Dify API base URL (default: facade.default_dify_url, else the `dify` settings)"
+        ),
+    ] = None,
+    description: Annotated[str, typer.Option(help="what the app does, for operators")] = "",
+) -> None:
+    """Register (or re-register, rotating the key) a tenant's Dify app."""
+    from llmflow.cli import console, run
+    from llmflow.dify.facade import facade
+
+    if mode not in ("workflow", "chat"):
+        raise typer.BadParameter("--mode workflow|chat")
+    key = dify_app_key_file.read_text().strip()
+
+    async def go(rt: Any) -> dict[str, Any]:
+        s = rt.settings
+        # The wiring's per-tenant Dify (settings `dify`) unless a URL is given here.
+        url = (
+            dify_url
+            or s.facade.default_dify_url
+            or s.dify.base_url(tenant, s.tenancy.namespace_prefix + tenant)
+        )
+        app = await facade(rt).apps.register(
+            tenant, name, cast("AppMode", mode), url.format(tenant=tenant), key, description
+        )
+        return app.to_dict()
+
+    console.print_json(data=run(go))
+
+
+@apps_app.command("list")
+def list_apps(tenant: Annotated[str, typer.Option("--tenant", "-t")]) -> None:
+    """The tenant's registered apps (never their keys)."""
+    from llmflow.cli import run
+    from llmflow.dify.facade import facade
+
+    async def go(rt: Any) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in await facade(rt).apps.list(tenant)]
+
+    sys.stdout.write(json.dumps(run(go), ensure_ascii=False, indent=2) + "\n")
+
+
+@apps_app.command("remove")
+def remove_app(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    name: Annotated[str, typer.Option("--name", "-n")],
+) -> None:
+    """Forget an app and its sealed key (runs stay readable)."""
+    from llmflow.cli import console, run
+    from llmflow.dify.facade import facade
+
+    async def go(rt: Any) -> bool:
+        return await facade(rt).apps.remove(tenant, name)
+
+    removed = run(go)
+    console.print("removed" if removed else f"no app {name!r} in tenant {tenant!r}")
+    if not removed:
+        raise typer.Exit(1)
+
+
+@apps_app.command("callback-secret")
+def callback_secret(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    rotate: Annotated[bool, typer.Option(help="replace the secret (old signatures fail)")] = False,
+) -> None:
+    """Print the tenant's callback signing secret (give it to the ERP's receiver)."""
+    from llmflow.cli import run
+    from llmflow.dify.facade import facade
+
+    async def go(rt: Any) -> str:
+        return await facade(rt).apps.callback_secret(tenant, rotate=rotate)
+
+    sys.stdout.write(run(go) + "\n")
+
+
+def offboard(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="tenant whose Dify to reconcile")],
+    dry_run: Annotated[bool, typer.Option(help="only report what would change")] = False,
+) -> None:
+    """Remove Dify members Keycloak no longer entitles (disabled, deleted, out of the tenant
+    group or without a mapped role) and align the others' roles."""
+    from llmflow.cli import run
+    from llmflow.dify.sso import KeycloakDirectory, offboard_tenant
+
+    async def go(rt: Any) -> dict[str, Any]:
+        entitled = await KeycloakDirectory(rt.settings.keycloak).entitlements(tenant)
+        s = rt.settings
+        report = await offboard_tenant(
+            s.dify_sso,
+            tenant,
+            entitled,
+            dry_run=dry_run,
+            dify=s.dify,
+            namespace=s.tenancy.namespace_prefix + tenant,
+        )
+        return {"tenant": tenant, "dry_run": dry_run, **report.to_dict()}
+
+    sys.stdout.write(json.dumps(run(go), ensure_ascii=False, indent=2) + "\n")

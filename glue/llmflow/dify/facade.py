@@ -1,0 +1,1041 @@
+"""The ERP / intranet REST facade over Dify apps (``POST /v1/apps/{app}/run``).
+
+Machines (Keycloak client-credentials tokens) run a tenant's registered Dify app without
+holding its Dify key: the facade opens the sealed key, calls Dify's service API, guards PII
+both ways and keeps a run record.
+
+* **Apps**: ``llmflow apps register --tenant T --name N --dify-app-key-file F --mode
+  workflow|chat`` stores the key sealed (:mod:`llmflow.dify.secrets`); no API returns it.
+* **Dify calls** (Dify 1.14.2, ``api/controllers/service_api/app/workflow.py`` and
+  ``completion.py``): ``POST /v1/workflows/run`` ``{"inputs", "response_mode", "user"}`` and
+  ``POST /v1/chat-messages`` ``{"inputs", "query", "response_mode", "user",
+  "conversation_id"}``; blocking answers (``{"workflow_run_id", "task_id", "data":
+  {"id", "status", "outputs", "error", "elapsed_time", "total_tokens", …}}`` and
+  ``{"event": "message", "message_id", "conversation_id", "answer", "metadata": {"usage",
+  "retriever_resources"}}``) and SSE streams (``data: {"event": …}`` frames:
+  ``workflow_started``, ``node_started``, ``node_finished``, ``text_chunk``,
+  ``workflow_finished``, ``message``, ``agent_message``, ``message_end``, ``message_replace``,
+  ``error``; ``event: ping`` keep-alives). ``GET /v1/workflows/run/{id}`` for details.
+* **Modes**: ``blocking`` (the result in the response), ``streaming`` (our SSE frames, see
+  :func:`frame`), ``async`` (202 + ``Location``; the result is POSTed to ``callback_url``,
+  signed: see :func:`sign_callback`).
+* **Idempotency**: ``Idempotency-Key`` + the SHA-256 of the request; the same key with the
+  same request returns the same run, with another request 422; kept ``idempotency_ttl_s``.
+* **PII**: inputs and the query through the tenant policy's ``prompt`` surface
+  (pseudonyms restored in the answer), outputs and answers through ``response``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from llmflow.dify.client import DifyError, DifyService
+from llmflow.dify.secrets import SecretBox
+from llmflow.errors import (
+    Conflict,
+    InvalidRequest,
+    LLMFlowError,
+    NotFound,
+)
+
+if TYPE_CHECKING:
+    from llmflow.auth.principal import Principal
+    from llmflow.pii.anonymize import PiiGuard
+    from llmflow.pii.pseudonyms import Pseudonymizer
+    from llmflow.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+AppMode = Literal["workflow", "chat"]
+Delivery = Literal["blocking", "streaming", "async"]
+
+SIGNATURE_HEADER = "X-LLMFlow-Signature"
+TIMESTAMP_HEADER = "X-LLMFlow-Timestamp"
+RUN_HEADER = "X-LLMFlow-Run-Id"
+ATTEMPT_HEADER = "X-LLMFlow-Delivery-Attempt"
+
+
+class FacadeSettings(BaseModel):
+    """``LLMFLOW_FACADE__…``: the ERP facade."""
+
+    default_dify_url: str | None = Field(
+        default=None,
+        description="Dify API base URL for `apps register` without --dify-url; '{tenant}' is "
+        "substituted (instance-per-tenant), e.g. http://dify-api.{tenant}.svc",
+    )
+    allowed_kinds: list[str] = Field(
+        default_factory=lambda: ["service"],
+        description="principal kinds that may run apps (service = Keycloak client credentials)",
+    )
+    dify_timeout_s: float = Field(default=300.0, description="a blocking Dify run may take long")
+    idempotency_ttl_s: int = Field(default=24 * 3600, description="how long a key is honoured")
+    callback_max_attempts: int = 6
+    callback_backoff_s: float = Field(default=1.0, description="first retry delay (doubles)")
+    callback_backoff_max_s: float = 60.0
+    callback_timeout_s: float = 10.0
+    allow_http_callbacks: bool = Field(
+        default=False, description="accept http:// callback URLs (https only by default)"
+    )
+    callback_hosts: list[str] = Field(
+        default_factory=list,
+        description="if set, callback URLs must point at one of these hosts (SSRF guard)",
+    )
+    pii_guard: bool = True
+    stream_flush_chars: int = Field(
+        default=200, description="streamed text is PII-guarded in segments of about this size"
+    )
+    max_input_chars: int = 200_000
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredApp:
+    """A Dify app an ERP may run; the sealed key stays in the database row."""
+
+    tenant_id: str
+    name: str
+    mode: AppMode
+    dify_url: str
+    description: str
+    created_at: datetime
+    sealed_key: str = field(default="", repr=False)
+    """The sealed Dify key, read with the row (one query per run); never serialised."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "dify_url": self.dify_url,
+            "description": self.description,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _app_context(tenant: str, name: str) -> str:
+    return f"facade-app:{tenant}:{name}"
+
+
+def _secret_context(tenant: str) -> str:
+    return f"facade-callback:{tenant}"
+
+
+class AppRegistry:
+    """Registered apps and per-tenant callback secrets (PostgreSQL, sealed values)."""
+
+    def __init__(self, runtime: Runtime, box: SecretBox) -> None:
+        self.runtime = runtime
+        self.box = box
+
+    async def register(
+        self,
+        tenant: str,
+        name: str,
+        mode: AppMode,
+        dify_url: str,
+        app_key: str,
+        description: str = "",
+    ) -> RegisteredApp:
+        """Create or replace app ``name`` of ``tenant`` (re-registering rotates the key)."""
+        from llmflow.knowledge import validate_name
+
+        validate_name("tenant", tenant)
+        validate_name("app", name)
+        if mode not in ("workflow", "chat"):
+            raise InvalidRequest("mode must be 'workflow' or 'chat'")
+        if not app_key.startswith("app-"):
+            raise InvalidRequest("a Dify app key starts with 'app-' (Dify → app → API Access)")
+        sealed = self.box.seal(app_key, _app_context(tenant, name))
+        async with self.runtime.sessions() as s:
+            await s.execute(
+                text(
+                    """
+                    INSERT INTO facade_apps (id, tenant_id, name, mode, dify_url, app_key_sealed,
+                        description)
+                    VALUES (:id, :tenant, :name, :mode, :url, :sealed, :description)
+                    ON CONFLICT (tenant_id, name) DO UPDATE SET mode = EXCLUDED.mode,
+                        dify_url = EXCLUDED.dify_url, app_key_sealed = EXCLUDED.app_key_sealed,
+                        description = EXCLUDED.description, updated_at = now()
+                    """
+                ),
+                {
+                    "id": uuid.uuid4().hex,
+                    "tenant": tenant,
+                    "name": name,
+                    "mode": mode,
+                    "url": dify_url.rstrip("/"),
+                    "sealed": sealed,
+                    "description": description,
+                },
+            )
+            await s.commit()
+        app = await self.get(tenant, name)
+        assert app is not None
+        return app
+
+    async def get(self, tenant: str, name: str) -> RegisteredApp | None:
+        async with self.runtime.sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        "SELECT tenant_id, name, mode, dify_url, description, created_at, "
+                        "app_key_sealed FROM facade_apps WHERE tenant_id = :tenant AND name = :name"
+                    ),
+                    {"tenant": tenant, "name": name},
+                )
+            ).first()
+        return RegisteredApp(*row) if row else None
+
+    async def list(self, tenant: str) -> list[RegisteredApp]:
+        async with self.runtime.sessions() as s:
+            rows = await s.execute(
+                text(
+                    "SELECT tenant_id, name, mode, dify_url, description, created_at "
+                    "FROM facade_apps WHERE tenant_id = :tenant ORDER BY name"
+                ),
+                {"tenant": tenant},
+            )
+            return [RegisteredApp(*r) for r in rows]
+
+    async def remove(self, tenant: str, name: str) -> bool:
+        async with self.runtime.sessions() as s:
+            result = await s.execute(
+                text("DELETE FROM facade_apps WHERE tenant_id = :tenant AND name = :name"),
+                {"tenant": tenant, "name": name},
+            )
+            await s.commit()
+        return bool(getattr(result, "rowcount", 0))
+
+    async def app_key(self, app: RegisteredApp) -> str:
+        """The Dify key of ``app``, opened for one call (never returned by an API)."""
+        if app.sealed_key:
+            return self.box.open(app.sealed_key, _app_context(app.tenant_id, app.name))
+        async with self.runtime.sessions() as s:
+            sealed = (
+                await s.execute(
+                    text(
+                        "SELECT app_key_sealed FROM facade_apps "
+                        "WHERE tenant_id = :tenant AND name = :name"
+                    ),
+                    {"tenant": app.tenant_id, "name": app.name},
+                )
+            ).scalar_one()
+        return self.box.open(sealed, _app_context(app.tenant_id, app.name))
+
+    async def callback_secret(self, tenant: str, *, rotate: bool = False) -> str:
+        """The tenant's callback signing secret, created on first use (or replaced)."""
+        import secrets as _secrets
+
+        async with self.runtime.sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        "SELECT callback_secret_sealed FROM facade_tenant_secrets "
+                        "WHERE tenant_id = :tenant"
+                    ),
+                    {"tenant": tenant},
+                )
+            ).first()
+            if row is not None and not rotate:
+                return self.box.open(row[0], _secret_context(tenant))
+            secret = "whsec_" + _secrets.token_urlsafe(32)
+            await s.execute(
+                text(
+                    """
+                    INSERT INTO facade_tenant_secrets (tenant_id, callback_secret_sealed)
+                    VALUES (:tenant, :sealed)
+                    ON CONFLICT (tenant_id) DO UPDATE
+                        SET callback_secret_sealed = EXCLUDED.callback_secret_sealed,
+                            created_at = now()
+                    """
+                ),
+                {"tenant": tenant, "sealed": self.box.seal(secret, _secret_context(tenant))},
+            )
+            await s.commit()
+            return secret
+
+
+# ---------------------------------------------------------------- requests and results
+
+
+class RunRequest(BaseModel):
+    """``POST /v1/apps/{app}/run``."""
+
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="the app's input variables (Dify `inputs`)"
+    )
+    query: str | None = Field(
+        default=None, description="chat apps: the user message (required for chat)"
+    )
+    conversation_id: str | None = Field(
+        default=None, max_length=64, description="chat apps: continue a Dify conversation"
+    )
+    user: str | None = Field(
+        default=None,
+        max_length=128,
+        description="end-user label Dify records (default: the calling client)",
+    )
+    response_mode: Delivery = Field(
+        default="blocking",
+        description="blocking: result in the response; streaming: SSE; async: 202 + callback",
+    )
+    callback_url: str | None = Field(
+        default=None, max_length=2048, description="async: where the signed result is POSTed"
+    )
+
+
+def request_hash(app: str, body: RunRequest) -> str:
+    """SHA-256 of the canonical request (the Idempotency-Key's fingerprint)."""
+    canonical = json.dumps(
+        {"app": app, **body.model_dump()}, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sign_callback(secret: str, timestamp: int, body: bytes) -> str:
+    """``v1=<hex HMAC-SHA256(secret, "<timestamp>." ‖ body)>``, the signature header."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify_callback(
+    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance_s: int = 300
+) -> bool:
+    """The receiver's check (documented in docs/erp-facade.md; the example client uses the
+    same steps): a fresh timestamp and a matching HMAC, compared in constant time."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs(time.time() - ts) > tolerance_s:
+        return False
+    expected = sign_callback(secret, ts, body)
+    return any(hmac.compare_digest(expected, part.strip()) for part in signature.split(",") if part)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One run as stored and as ``GET /v1/runs/{id}`` shows it."""
+
+    id: str
+    tenant_id: str
+    app: str
+    mode: AppMode
+    delivery: Delivery
+    status: str
+    request_hash: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    workflow_run_id: str | None = None
+    task_id: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    callback_status: str | None = None
+    callback_attempts: int = 0
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        result = self.result or {}
+        return {
+            "id": self.id,
+            "app": self.app,
+            "mode": self.mode,
+            "response_mode": self.delivery,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "outputs": result.get("outputs"),
+            "answer": result.get("answer"),
+            "citations": result.get("citations"),
+            "usage": result.get("usage"),
+            "pii": result.get("pii"),
+            "workflow_run_id": self.workflow_run_id,
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "error": self.error,
+            "callback": (
+                {"status": self.callback_status, "attempts": self.callback_attempts}
+                if self.delivery == "async"
+                else None
+            ),
+            "replayed": self.replayed,
+        }
+
+
+_RUN_COLUMNS = (
+    "id, tenant_id, app_name, mode, delivery, status, request_hash, created_at, finished_at, "
+    "result, error, workflow_run_id, task_id, conversation_id, message_id, callback_status, "
+    "callback_attempts"
+)
+
+
+_INSERT_RUN = text(
+    """
+    INSERT INTO facade_runs (id, tenant_id, app_name, subject, client_id, mode, delivery, status,
+        idempotency_key, request_hash, callback_url, callback_status, created_at, expires_at)
+    VALUES (:id, :tenant, :app, :subject, :client, :mode, :delivery, :status, :key, :hash,
+        :callback, :callback_status, :created, :expires)
+    """
+)
+_FINISH_RUN = text(
+    """
+    UPDATE facade_runs SET status = :status, result = CAST(:result AS jsonb),
+        error = CAST(:error AS jsonb), workflow_run_id = :wf, task_id = :task,
+        conversation_id = :conv, message_id = :msg, finished_at = :finished
+    WHERE id = :id
+    """
+)
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(*row)
+
+
+# ---------------------------------------------------------------- PII
+
+
+@dataclass(slots=True)
+class _Guard:
+    """The tenant's PII policy for one run: prompt surface in, response surface out."""
+
+    guard: PiiGuard | None
+    tenant: str
+    pseudonymizer: Pseudonymizer | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def _apply(self, value: str, surface: str) -> str:
+        if self.guard is None or not value:
+            return value
+        from llmflow.pii.config import Surface
+
+        result = self.guard.apply(
+            value, Surface(surface), tenant=self.tenant, pseudonymizer=self.pseudonymizer
+        )
+        for entity, n in result.counts.items():
+            self.counts[entity] = self.counts.get(entity, 0) + n
+        if surface == "prompt":
+            self.pseudonymizer = result.pseudonymizer or self.pseudonymizer
+        return result.text
+
+    def inbound(self, value: Any) -> Any:
+        return _map_strings(value, lambda s: self._apply(s, "prompt"))
+
+    def outbound_text(self, value: str) -> str:
+        guarded = self._apply(value, "response")
+        return self.pseudonymizer.restore(guarded) if self.pseudonymizer else guarded
+
+    def outbound(self, value: Any) -> Any:
+        return _map_strings(value, self.outbound_text)
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------- Dify shapes
+
+
+def dify_body(
+    app: RegisteredApp, req: RunRequest, inputs: Any, query: str | None, user: str, streaming: bool
+) -> tuple[str, dict[str, Any]]:
+    """The Dify service-API path and body of one run."""
+    mode = "streaming" if streaming else "blocking"
+    if app.mode == "workflow":
+        return "/workflows/run", {"inputs": inputs, "response_mode": mode, "user": user}
+    body: dict[str, Any] = {
+        "inputs": inputs,
+        "query": query or "",
+        "response_mode": mode,
+        "user": user,
+    }
+    if req.conversation_id:
+        body["conversation_id"] = req.conversation_id
+    return "/chat-messages", body
+
+
+def parse_blocking(
+    mode: AppMode, body: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(status, result, ids) of a blocking Dify answer."""
+    if mode == "workflow":
+        data = body.get("data") or {}
+        status = str(data.get("status") or "failed")
+        result = {
+            "outputs": data.get("outputs") or {},
+            "usage": {
+                "total_tokens": data.get("total_tokens"),
+                "total_steps": data.get("total_steps"),
+                "elapsed_s": data.get("elapsed_time"),
+            },
+        }
+        ids = {
+            "workflow_run_id": body.get("workflow_run_id") or data.get("id"),
+            "task_id": body.get("task_id"),
+        }
+        if status != "succeeded":
+            result["dify_error"] = data.get("error")
+        return ("succeeded" if status == "succeeded" else "failed"), result, ids
+    metadata = body.get("metadata") or {}
+    result = {
+        "answer": body.get("answer") or "",
+        "usage": metadata.get("usage"),
+        "citations": metadata.get("retriever_resources") or [],
+    }
+    ids = {
+        "conversation_id": body.get("conversation_id"),
+        "message_id": body.get("message_id") or body.get("id"),
+        "task_id": body.get("task_id"),
+    }
+    return "succeeded", result, ids
+
+
+def frame(event: str, data: Mapping[str, Any]) -> bytes:
+    """One SSE frame of the facade's stream (docs/erp-facade.md lists the events)."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def dify_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of Dify's SSE stream (``event: ping`` frames become ``{"event":
+    "ping"}``)."""
+    data_lines: list[str] = []
+    event_name: str | None = None
+    async for line in response.aiter_lines():
+        if line == "":
+            if data_lines:
+                try:
+                    item = json.loads("\n".join(data_lines))
+                except ValueError:
+                    item = None
+                if isinstance(item, dict):
+                    yield item
+            elif event_name == "ping":
+                yield {"event": "ping"}
+            data_lines, event_name = [], None
+        elif line.startswith("data:"):
+            data_lines.append(line[5:].lstrip())
+        elif line.startswith("event:"):
+            event_name = line[6:].strip()
+    if data_lines:
+        with contextlib.suppress(ValueError):
+            item = json.loads("\n".join(data_lines))
+            if isinstance(item, dict):
+                yield item
+
+
+# ---------------------------------------------------------------- the service
+
+
+@dataclass(slots=True)
+class RunStart:
+    """A run to perform, or the stored run an idempotent retry gets back."""
+
+    record: RunRecord
+    app: RegisteredApp
+    fresh: bool
+    pending_insert: dict[str, Any] | None = None
+    """Row values of a run not yet written (un-keyed blocking runs)."""
+
+
+class FacadeService:
+    """Runs registered Dify apps for machine clients (one per runtime: :func:`facade`)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: FacadeSettings,
+        box: SecretBox,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        callback_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.apps = AppRegistry(runtime, box)
+        self.transport = transport
+        self.callback_transport = callback_transport
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._services: dict[tuple[str, str], DifyService] = {}
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for service in self._services.values():
+            await service.aclose()
+
+    async def _service(self, app: RegisteredApp) -> DifyService:
+        # One client per app and key: connections to Dify are reused across runs.
+        key = await self.apps.app_key(app)
+        cache_key = (app.dify_url, hashlib.sha256(key.encode()).hexdigest())
+        service = self._services.get(cache_key)
+        if service is None:
+            service = DifyService.with_key(
+                app.dify_url,
+                key,
+                transport=self.transport,
+                timeout=httpx.Timeout(self.settings.dify_timeout_s, connect=5.0),
+            )
+            self._services[cache_key] = service
+        return service
+
+    async def _guard(self, tenant: str) -> _Guard:
+        guard = await self.runtime.pii_guard() if self.settings.pii_guard else None
+        return _Guard(guard, tenant)
+
+    def check_callback(self, url: str | None) -> None:
+        from urllib.parse import urlsplit
+
+        if url is None:
+            raise InvalidRequest("response_mode 'async' needs a callback_url")
+        parts = urlsplit(url)
+        allowed = ("https", "http") if self.settings.allow_http_callbacks else ("https",)
+        if parts.scheme not in allowed or not parts.hostname:
+            raise InvalidRequest(f"callback_url must be an absolute {' or '.join(allowed)} URL")
+        if self.settings.callback_hosts and parts.hostname not in self.settings.callback_hosts:
+            raise InvalidRequest(f"callback host {parts.hostname!r} is not an allowed host")
+
+    # -- idempotent start ------------------------------------------------------------
+    async def start(
+        self, principal: Principal, app: RegisteredApp, req: RunRequest, key: str | None
+    ) -> RunStart:
+        """The run record of this request: a new one, or the stored one of a retry."""
+        digest = request_hash(app.name, req)
+        now = datetime.now(UTC)
+        record = RunRecord(
+            id=uuid.uuid4().hex,
+            tenant_id=principal.tenant_id,
+            app=app.name,
+            mode=app.mode,
+            delivery=req.response_mode,
+            status="running",
+            request_hash=digest,
+            created_at=now,
+            conversation_id=req.conversation_id,
+        )
+        params = {
+            "id": record.id,
+            "tenant": record.tenant_id,
+            "app": app.name,
+            "subject": principal.subject,
+            "client": principal.client_id,
+            "mode": app.mode,
+            "delivery": req.response_mode,
+            "key": key,
+            "hash": digest,
+            "callback": req.callback_url,
+            "callback_status": "pending" if req.response_mode == "async" else None,
+            "created": now,
+            "expires": now + timedelta(seconds=self.settings.idempotency_ttl_s),
+        }
+        if key is None and req.response_mode == "blocking":
+            # Nothing can replay or poll an un-keyed blocking run before it ends: one write,
+            # at the end (:meth:`_finish`), saves a round trip on the request path.
+            return RunStart(record, app, True, params)
+        async with self.runtime.sessions() as s:
+            if key is not None:
+                # Keys past their TTL are released (the run itself stays readable).
+                await s.execute(
+                    text(
+                        "UPDATE facade_runs SET idempotency_key = NULL WHERE tenant_id = :tenant "
+                        "AND idempotency_key = :key AND expires_at < now()"
+                    ),
+                    {"tenant": record.tenant_id, "key": key},
+                )
+            try:
+                await s.execute(_INSERT_RUN, {**params, "status": "running"})
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                if key is None:
+                    raise
+                return await self._replay(principal, app, key, digest)
+        return RunStart(record, app, True)
+
+    async def _replay(
+        self, principal: Principal, app: RegisteredApp, key: str, digest: str
+    ) -> RunStart:
+        async with self.runtime.sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        f"SELECT {_RUN_COLUMNS} FROM facade_runs "
+                        "WHERE tenant_id = :tenant AND idempotency_key = :key"
+                    ),
+                    {"tenant": principal.tenant_id, "key": key},
+                )
+            ).first()
+        if row is None:  # released between the insert and this read: a true race, retry
+            raise Conflict("the Idempotency-Key was just released; retry the request")
+        record = _record(row)
+        if record.request_hash != digest or record.app != app.name:
+            raise InvalidRequest(
+                "Idempotency-Key was already used with a different request; use a new key"
+            )
+        record.replayed = True
+        return RunStart(record, app, False)
+
+    async def _finish(self, record: RunRecord, pending: dict[str, Any] | None = None) -> None:
+        """Store the run's outcome (inserting the row of an un-keyed blocking run)."""
+        record.finished_at = record.finished_at or datetime.now(UTC)
+        values = {
+            "id": record.id,
+            "status": record.status,
+            "result": json.dumps(record.result) if record.result is not None else None,
+            "error": json.dumps(record.error) if record.error is not None else None,
+            "wf": record.workflow_run_id,
+            "task": record.task_id,
+            "conv": record.conversation_id,
+            "msg": record.message_id,
+            "finished": record.finished_at,
+        }
+        async with self.runtime.sessions() as s:
+            if pending is not None:
+                await s.execute(_INSERT_RUN, {**pending, "status": record.status})
+            await s.execute(_FINISH_RUN, values)
+            await s.commit()
+
+    async def get(self, tenant: str, run_id: str) -> RunRecord:
+        """A run of ``tenant`` (another tenant's run is 'not found', never 'forbidden')."""
+        async with self.runtime.sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        f"SELECT {_RUN_COLUMNS} FROM facade_runs "
+                        "WHERE id = :id AND tenant_id = :tenant"
+                    ),
+                    {"id": run_id, "tenant": tenant},
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return _record(row)
+
+    async def dify_detail(self, record: RunRecord) -> dict[str, Any] | None:
+        """Dify's own view of a workflow run (``GET /v1/workflows/run/{id}``), if reachable."""
+        if record.mode != "workflow" or not record.workflow_run_id:
+            return None
+        app = await self.apps.get(record.tenant_id, record.app)
+        if app is None:
+            return None
+        service = await self._service(app)
+        try:
+            detail = await service.request("GET", f"/workflows/run/{record.workflow_run_id}")
+        except (DifyError, httpx.HTTPError) as exc:
+            log.info("Dify workflow run detail unavailable: %s", exc)
+            return None
+        if not isinstance(detail, dict):
+            return None
+        return {
+            k: detail.get(k)
+            for k in (
+                "status",
+                "elapsed_time",
+                "total_steps",
+                "total_tokens",
+                "created_at",
+                "finished_at",
+            )
+        }
+
+    # -- blocking --------------------------------------------------------------------
+    async def run_blocking(
+        self, principal: Principal, start: RunStart, req: RunRequest
+    ) -> RunRecord:
+        """Call Dify in blocking mode and store the guarded result."""
+        record, app = start.record, start.app
+        guard = await self._guard(principal.tenant_id)
+        inputs, query = await asyncio.to_thread(guard.inbound, [req.inputs, req.query])
+        path, body = dify_body(app, req, inputs, query, _end_user(principal, req), False)
+        try:
+            service = await self._service(app)
+            answer = await service.request("POST", path, json=body)
+            if not isinstance(answer, dict):
+                raise DifyError(
+                    502, "bad_answer", "Dify answered no JSON object", method="POST", path=path
+                )
+            status, result, ids = parse_blocking(app.mode, answer)
+            result = await asyncio.to_thread(guard.outbound, result)
+            record.status, record.result = status, result
+            record.workflow_run_id = ids.get("workflow_run_id")
+            record.task_id = ids.get("task_id")
+            record.conversation_id = ids.get("conversation_id") or record.conversation_id
+            record.message_id = ids.get("message_id")
+            if status == "failed":
+                record.error = {"code": "dify_run_failed", "message": str(result.get("dify_error"))}
+        except DifyError as exc:
+            record.status = "failed"
+            record.error = {"code": exc.code, "message": exc.message, "dify_status": exc.status}
+        except httpx.HTTPError as exc:
+            record.status = "failed"
+            record.error = {"code": "dify_unreachable", "message": str(exc) or type(exc).__name__}
+        except LLMFlowError as exc:  # a PII block: nothing was sent, or nothing is returned
+            record.status = "failed"
+            record.error = {"code": exc.code, "message": exc.detail}
+            await self._finish(record, start.pending_insert)
+            raise
+        if guard.counts:
+            (record.result or {}).setdefault("pii", dict(sorted(guard.counts.items())))
+        await self._finish(record, start.pending_insert)
+        return record
+
+    # -- streaming -------------------------------------------------------------------
+    async def run_streaming(
+        self, principal: Principal, start: RunStart, req: RunRequest
+    ) -> AsyncIterator[bytes]:
+        """Dify's SSE stream re-framed (``run.started``, ``run.delta``, ``run.step``,
+        ``run.completed`` / ``run.failed``; ``: ping`` comments)."""
+        record, app = start.record, start.app
+        guard = await self._guard(principal.tenant_id)
+        inputs, query = await asyncio.to_thread(guard.inbound, [req.inputs, req.query])
+        path, body = dify_body(app, req, inputs, query, _end_user(principal, req), True)
+        yield frame("run.started", {"run_id": record.id, "app": app.name, "mode": app.mode})
+        pending = ""
+        text_parts: list[str] = []
+        outputs: dict[str, Any] | None = None
+        usage: Any = None
+        citations: Any = None
+        failed: dict[str, Any] | None = None
+        limit = self.settings.stream_flush_chars
+
+        async def flush(final: bool) -> bytes | None:
+            nonlocal pending
+            if not pending:
+                return None
+            cut = len(pending)
+            if not final:
+                cut = max(pending.rfind("\n"), pending.rfind(" "))
+                if cut <= 0:
+                    return None
+                cut += 1
+            segment, pending = pending[:cut], pending[cut:]
+            guarded = await asyncio.to_thread(guard.outbound_text, segment)
+            text_parts.append(guarded)
+            return frame("run.delta", {"text": guarded})
+
+        try:
+            service = await self._service(app)
+            async with service.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    try:
+                        err = response.json()
+                    except ValueError:
+                        err = {}
+                    failed = {
+                        "code": str(err.get("code") or f"http_{response.status_code}"),
+                        "message": str(err.get("message") or "Dify refused the run"),
+                        "dify_status": response.status_code,
+                    }
+                else:
+                    async for event in dify_events(response):
+                        kind = event.get("event")
+                        raw = event.get("data")
+                        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                        record.task_id = event.get("task_id") or record.task_id
+                        if kind == "ping":
+                            yield b": ping\n\n"
+                        elif kind in ("message", "agent_message") or kind == "text_chunk":
+                            chunk = (
+                                event.get("answer") if kind != "text_chunk" else data.get("text")
+                            )
+                            pending += str(chunk or "")
+                            record.conversation_id = (
+                                event.get("conversation_id") or record.conversation_id
+                            )
+                            record.message_id = event.get("message_id") or record.message_id
+                            if len(pending) >= limit or "\n" in pending:
+                                out = await flush(False)
+                                if out:
+                                    yield out
+                        elif kind == "message_replace":
+                            pending, text_parts = str(event.get("answer") or ""), []
+                        elif kind == "workflow_started":
+                            record.workflow_run_id = event.get("workflow_run_id") or data.get("id")
+                        elif kind == "node_finished":
+                            step = {
+                                "node": data.get("title") or data.get("node_id"),
+                                "type": data.get("node_type"),
+                                "status": data.get("status"),
+                            }
+                            yield frame("run.step", step)
+                        elif kind == "workflow_finished":
+                            if data.get("status") not in (None, "succeeded"):
+                                failed = {
+                                    "code": "dify_run_failed",
+                                    "message": str(data.get("error") or data.get("status")),
+                                }
+                            outputs = data.get("outputs") or {}
+                            usage = {
+                                "total_tokens": data.get("total_tokens"),
+                                "total_steps": data.get("total_steps"),
+                                "elapsed_s": data.get("elapsed_time"),
+                            }
+                        elif kind == "message_end":
+                            meta = event.get("metadata") or {}
+                            usage, citations = meta.get("usage"), meta.get("retriever_resources")
+                        elif kind == "error":
+                            failed = {
+                                "code": str(event.get("code") or "dify_error"),
+                                "message": str(event.get("message") or ""),
+                            }
+        except (DifyError, httpx.HTTPError) as exc:
+            failed = {"code": "dify_unreachable", "message": str(exc) or type(exc).__name__}
+        except LLMFlowError as exc:
+            failed = {"code": exc.code, "message": exc.detail}
+        last = await flush(True)
+        if last:
+            yield last
+        if failed is not None:
+            record.status, record.error = "failed", failed
+            await self._finish(record)
+            yield frame("run.failed", {"run_id": record.id, "error": failed})
+            return
+        result: dict[str, Any] = {"usage": usage}
+        if app.mode == "workflow":
+            result["outputs"] = await asyncio.to_thread(guard.outbound, outputs or {})
+        else:
+            result["answer"] = "".join(text_parts)
+            result["citations"] = citations or []
+        if guard.counts:
+            result["pii"] = dict(sorted(guard.counts.items()))
+        record.status, record.result = "succeeded", result
+        await self._finish(record)
+        yield frame("run.completed", record.to_dict())
+
+    # -- async with callback -----------------------------------------------------------
+    def run_async(
+        self,
+        principal: Principal,
+        start: RunStart,
+        req: RunRequest,
+        on_done: Callable[[RunRecord], Any] | None = None,
+    ) -> None:
+        """Run in the background, then deliver the signed callback (retries with back-off)."""
+
+        async def job() -> None:
+            try:
+                record = await self.run_blocking(principal, start, req)
+            except LLMFlowError:
+                record = start.record
+            if on_done is not None:
+                with contextlib.suppress(Exception):
+                    await on_done(record)
+            assert req.callback_url is not None
+            try:
+                await self.deliver(record, req.callback_url)
+            except Exception:  # a background task has nobody to raise to: log it
+                log.exception("callback delivery of run %s failed", record.id)
+
+        task = asyncio.create_task(job(), name=f"facade-run-{start.record.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def deliver(self, record: RunRecord, url: str) -> str:
+        """POST the run to ``url`` signed with the tenant's secret; 'delivered' or 'failed'."""
+        secret = await self.apps.callback_secret(record.tenant_id)
+        body = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        delay = self.settings.callback_backoff_s
+        status = "failed"
+        attempts = 0
+        async with httpx.AsyncClient(
+            timeout=self.settings.callback_timeout_s,
+            transport=self.callback_transport,
+            follow_redirects=False,
+        ) as client:
+            for attempt in range(1, self.settings.callback_max_attempts + 1):
+                attempts = attempt
+                ts = int(time.time())
+                headers = {
+                    "Content-Type": "application/json",
+                    TIMESTAMP_HEADER: str(ts),
+                    SIGNATURE_HEADER: sign_callback(secret, ts, body),
+                    RUN_HEADER: record.id,
+                    ATTEMPT_HEADER: str(attempt),
+                }
+                try:
+                    response = await client.post(url, content=body, headers=headers)
+                    if 200 <= response.status_code < 300:
+                        status = "delivered"
+                        break
+                    retry = response.status_code in (408, 425, 429) or response.status_code >= 500
+                    log.info("callback of run %s answered %s", record.id, response.status_code)
+                except httpx.HTTPError as exc:
+                    retry = True
+                    log.info("callback of run %s failed: %s", record.id, type(exc).__name__)
+                if not retry or attempt == self.settings.callback_max_attempts:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.callback_backoff_max_s)
+        async with self.runtime.sessions() as s:
+            await s.execute(
+                text(
+                    "UPDATE facade_runs SET callback_status = :status, callback_attempts = :n "
+                    "WHERE id = :id"
+                ),
+                {"status": status, "n": attempts, "id": record.id},
+            )
+            await s.commit()
+        record.callback_status, record.callback_attempts = status, attempts
+        return status
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for background runs (tests, graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+
+def _end_user(principal: Principal, req: RunRequest) -> str:
+    return req.user or principal.client_id or principal.subject
+
+
+_SERVICES: weakref.WeakKeyDictionary[Runtime, FacadeService] = weakref.WeakKeyDictionary()
+
+
+def facade(runtime: Runtime) -> FacadeService:
+    """The runtime's facade service (created on first use)."""
+    from llmflow.dify.secrets import runtime_box
+
+    service = _SERVICES.get(runtime)
+    if service is None:
+        service = FacadeService(runtime, runtime.settings.facade, runtime_box(runtime))
+        _SERVICES[runtime] = service
+    return service
+
+
+async def close_facade(runtime: Runtime) -> None:
+    """Let the runtime's background app runs finish (10 s at most), then close its clients;
+    called by ``Runtime.close`` before the database goes away."""
+    service = _SERVICES.pop(runtime, None)
+    if service is not None:
+        await service.drain(timeout_s=10.0)
+        await service.aclose()
+
+
+def install_facade(runtime: Runtime, service: FacadeService) -> None:
+    """Use ``service`` for ``runtime`` (tests hand in transports; a bench its own)."""
+    _SERVICES[runtime] = service
