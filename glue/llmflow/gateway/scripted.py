@@ -278,11 +278,14 @@ class ScriptedUpstream:
 def tool_contract_problem(body: dict[str, Any]) -> str | None:
     """What OpenAI would refuse in a chat request's tool use, or None.
 
-    ``tools`` entries must be ``{"type": "function", "function": {"name", "parameters"}}``
+    ``tool_choice`` needs ``tools``; ``tools`` entries must be ``{"type": "function",
+    "function": {"name", "parameters"}}``
     with an object schema; an assistant message with ``tool_calls`` must be followed by
     ``tool`` messages answering each of its call ids, and a ``tool`` message must answer a
     call of the assistant message before it.
     """
+    if "tool_choice" in body and not body.get("tools"):  # vLLM and OpenAI both refuse it
+        return "When using `tool_choice`, `tools` must be set."
     for tool in body.get("tools") or []:
         function = tool.get("function") if isinstance(tool, dict) else None
         if tool.get("type") != "function" or not isinstance(function, dict):

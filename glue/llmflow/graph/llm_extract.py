@@ -82,6 +82,7 @@ async def extract_with_llm(
 ) -> tuple[list[GraphNode], list[GraphEdge], LlmExtractionReport]:
     """Triplets from ``(chunk_id, text)`` pairs within the document's caps."""
     from llama_index.core.indices.property_graph import SchemaLLMPathExtractor
+    from llama_index.core.llms.llm import LLM
     from llama_index.core.schema import TextNode
     from llama_index.llms.openai_like import OpenAILike
 
@@ -91,7 +92,20 @@ async def extract_with_llm(
     client = httpx.AsyncClient(
         event_hooks={"response": [usage]}, timeout=httpx.Timeout(settings.timeout_s)
     )
-    llm = OpenAILike(
+    class _TextStructuredLLM(OpenAILike):  # type: ignore[misc]
+        """LlamaIndex's OpenAI class adds ``tool_choice: required`` to every structured
+        predict, even for a model it was told cannot call functions; vLLM (like OpenAI)
+        refuses ``tool_choice`` without ``tools``. The base LLM's text-completion program
+        is what a model without function calling needs."""
+
+        async def astructured_predict(
+            self, output_cls: Any, prompt: Any, llm_kwargs: Any = None, **prompt_args: Any
+        ) -> Any:
+            return await LLM.astructured_predict(
+                self, output_cls, prompt, llm_kwargs=llm_kwargs, **prompt_args
+            )
+
+    llm = _TextStructuredLLM(
         model=settings.model or "",
         api_base=settings.base_url,
         api_key=settings.api_key.get_secret_value() if settings.api_key else "unused",
