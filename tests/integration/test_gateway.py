@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clock import same_minute_ahead
 
 from llmflow.gateway.config import GatewaySettings
 from llmflow.gateway.scripted import ScriptedUpstream, free_port, serve
@@ -198,6 +199,7 @@ async def test_upstream_client_errors_pass_through_normalised(
 
 async def test_quota_per_minute(api: httpx.AsyncClient, runtime: Any) -> None:
     h = await _key(runtime, "gw-quota")
+    await same_minute_ahead()  # the quota counts per clock minute
     codes = []
     for _ in range(3):
         r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "x"), headers=h)
@@ -290,6 +292,7 @@ async def test_replicas_share_the_minute_quota(runtime: Any) -> None:
     b = UsageLedger(runtime.sessions, sync_interval_s=3600)
     a.start()
     b.start()
+    await same_minute_ahead()
     try:
         for _ in range(3):
             await a.check("gw-replicas", quota)

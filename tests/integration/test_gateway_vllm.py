@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clock import same_minute_ahead
 from vllm_harness import TinyLlamaDeployment, vllm_session_fixture
 
 from llmflow.gateway.config import GatewaySettings
@@ -125,6 +126,7 @@ async def test_dead_upstream_falls_back(api: httpx.AsyncClient, runtime: Any) ->
 
 async def test_quota_exceeded_is_429(api: httpx.AsyncClient, runtime: Any) -> None:
     h = await _key(runtime, "gw-vllm-quota")
+    await same_minute_ahead()  # the quota counts per clock minute
     first = await api.post("/v1/chat/completions", json=chat("tiny-llama"), headers=h)
     second = await api.post("/v1/chat/completions", json=chat("tiny-llama"), headers=h)
     assert (first.status_code, second.status_code) == (200, 429)

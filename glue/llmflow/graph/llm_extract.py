@@ -92,6 +92,7 @@ async def extract_with_llm(
     client = httpx.AsyncClient(
         event_hooks={"response": [usage]}, timeout=httpx.Timeout(settings.timeout_s)
     )
+
     class _TextStructuredLLM(OpenAILike):  # type: ignore[misc]
         """LlamaIndex's OpenAI class adds ``tool_choice: required`` to every structured
         predict, even for a model it was told cannot call functions; vLLM (like OpenAI)
