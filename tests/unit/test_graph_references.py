@@ -45,6 +45,12 @@ def test_a_decree_cites_its_parent_act_its_decree_and_its_rules() -> None:
     ]
 
 
+def test_detailed_rules_cite_the_rule_they_implement() -> None:
+    text = "규정 제5조제2항에 따른 원격접속과 이 세칙 제3조"
+    assert keys(text, "정보보안 규정 시행세칙")[0] == "정보보안규정#제5조"
+    assert law_family("정보보안 규정 시행세칙") == ("정보보안규정", "시행세칙")
+
+
 def test_supplementary_provisions_and_annexes() -> None:
     text = "부칙 제2조에 따른 경과조치와 별표 1의 기준"
     assert keys(text, "여비규정") == ["여비규정#부칙제2조", "여비규정#별표1"]

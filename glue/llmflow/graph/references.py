@@ -33,11 +33,12 @@ def normalise_key(name: str) -> str:
     return _SPACES.sub(" ", text).lower()
 
 
-_DECREE = re.compile(r"\s*(시행령|시행규칙)$")
+_DECREE = re.compile(r"\s*(시행령|시행규칙|시행세칙)$")
 
 
 def law_family(title: str) -> tuple[str, str]:
-    """(act key, the document's own kind): ``근로기준법 시행령`` → (``근로기준법``, ``시행령``)."""
+    """(act key, the document's own kind): ``근로기준법 시행령`` → (``근로기준법``, ``시행령``);
+    an internal rule's ``시행세칙`` belongs to its ``규정`` the same way."""
     key = normalise_key(title)
     m = _DECREE.search(key)
     if m:
@@ -51,7 +52,8 @@ _PARA = r"(?:\s*제\s*(?P<para>\d+)\s*항)?(?:\s*제\s*(?P<item>\d+)\s*호)?"
 _KO_REF = re.compile(
     r"(?:「(?P<bracket>[^」]{1,60})」\s*"
     r"|(?P<named>[가-힣]{1,30}(?:법률|법|시행령|시행규칙|규칙|규정|령))\s+"
-    r"|(?P<rel>같은\s*법|같은\s*영|같은\s*규칙|동법|동\s*영|이\s*법|이\s*영|이\s*규칙|이\s*규정|법|영|규칙)\s*)?"
+    r"|(?P<rel>같은\s*법|같은\s*영|같은\s*규칙|동법|동\s*영|이\s*법|이\s*영|이\s*규칙|이\s*규정"
+    r"|법|영|규칙|규정)\s*)?"
     r"(?P<annex>부칙\s*)?" + _ARTICLE_NUM + _PARA
 )
 _KO_ANNEX = re.compile(r"\[?\s*별표\s*(?P<num>\d+)(?:\s*의\s*(?P<sub>\d+))?\s*\]?")
@@ -173,6 +175,8 @@ def find_references(text: str, own_title: str) -> list[Reference]:
                 law = family + "시행령"
             elif rel == "규칙":
                 law = family + "시행규칙"
+            elif rel == "규정":  # from a 시행세칙: the rule it implements
+                law = family
         target = _article_target(m.group("art"), m.group("sub"), bool(m.group("annex")))
         refs.append(
             Reference(
