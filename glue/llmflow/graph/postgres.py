@@ -3,9 +3,10 @@
 Why PostgreSQL and not Kùzu: embedded mode already runs a real PostgreSQL (from the wheel)
 for metadata and jobs, so the graph adds no engine, no second file format and no second
 backup; a document's graph is replaced in the same kind of transaction as its metadata, so a
-failed ingest leaves no half-written subgraph; and Kùzu's upstream project was archived in
-2025. Traversals are bounded hop-by-hop queries (one indexed query per hop, fan-out capped per
-node), which is all GraphRAG retrieval needs; unbounded path queries are not offered.
+failed ingest leaves no half-written subgraph; and Kùzu's upstream was reported archived in
+2025 (not verifiable offline), a risk for a shipped product. Traversals are bounded hop-by-hop
+queries (one indexed query per hop, fan-out capped per node), which is all GraphRAG retrieval
+needs; unbounded path queries are not offered.
 
 Every statement is a constant SQL text with bound parameters; every statement filters on
 ``tenant_id`` (and the knowledge bases). Graph writes of one knowledge base are serialised
