@@ -4,7 +4,9 @@ Every byte is fetched by digest and checked while it streams into `<bundle>/.par
 only a verified file is renamed into place, so a file at its final path is always complete.
 That makes the build resumable for free: run it again and finished blobs are skipped, a
 half-downloaded blob continues with an HTTP Range request, and nothing ever lands in `/tmp`.
-Images share one OCI image layout, so a layer used by twenty images is stored once.
+Images share one OCI image layout, so a layer used by twenty images is stored once; with
+`--model-artifacts` every model is also described there as a CNCF ModelPack artifact whose
+layer blobs are hard links to the model files (`modelartifact`), so it costs no second copy.
 """
 
 from __future__ import annotations
@@ -42,15 +44,16 @@ from llmflow_airgap.bundle import (
     checksums_text,
 )
 from llmflow_airgap.difyplugin import load_plugin_private_key
-from llmflow_airgap.difyplugin_bundle import build_dify_plugins
+from llmflow_airgap.difyplugin_bundle import DIFY_PLUGINS_DIR, INDEX_NAME, build_dify_plugins
 from llmflow_airgap.digests import CHUNK_SIZE, digest_hex, sha256_bytes, sha256_file
 from llmflow_airgap.errors import BundleError, DigestMismatchError
 from llmflow_airgap.events import Reporter, human_size
 from llmflow_airgap.images import parse_image
 from llmflow_airgap.lockfile import LockedChart, Lockfile, dump_lockfile, load_lockfile
+from llmflow_airgap.modelartifact import model_artifact
 from llmflow_airgap.platform import load_platform
 from llmflow_airgap.registry import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, RegistryClient
-from llmflow_airgap.sbom import build_sbom
+from llmflow_airgap.sbom import ShippedModelArtifact, ShippedPlugin, build_sbom
 from llmflow_airgap.signing import load_private_key, sign
 from llmflow_airgap.sources import model_snapshot_dir, rewrite_url, stream_url
 from llmflow_airgap.split import Part, split_bundle
@@ -85,6 +88,8 @@ class BuildRequest:
     dify_plugins_dir: Path | None = None
     dify_plugin_wheels: Path | None = None
     dify_plugin_key: Path | None = None
+    # Also pack every model as a CNCF ModelPack OCI artifact in the image layout.
+    model_artifacts: bool = False
 
 
 @dataclass
@@ -101,6 +106,10 @@ class BuildResult:
     bytes_fetched: int = 0
     resumed: list[str] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
+    # served model name -> its OCI artifact (`--model-artifacts`)
+    model_artifacts: dict[str, ShippedModelArtifact] = field(default_factory=dict)
+    # plugin id -> its re-signed package
+    dify_plugins: dict[str, ShippedPlugin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -259,10 +268,13 @@ class _Builder:
             self.report.progress("images", done, total)
             self.report.event("blob.stored", "", digest=blob.digest, size=blob.size)
             self.record(rel, blob.digest, blob.size)
+        return index_entries
+
+    def count_blobs(self) -> None:
+        """Blob statistics of the layout (images and model artifacts)."""
         blob_files = [f for rel, f in self.files.items() if rel.startswith(BLOBS_DIR)]
         self.result.blobs = len(blob_files)
         self.result.unique_blob_bytes = sum(f.size for f in blob_files)
-        return index_entries
 
     def write_layout(self, entries: list[dict[str, object]]) -> None:
         self.write_small(
@@ -322,6 +334,51 @@ class _Builder:
                 files=len(model.files),
             )
 
+    def link_blob(self, source_rel: str, digest: str, size: int) -> None:
+        """`images/blobs/sha256/<hex>` as a hard link to a bundle file with that content.
+
+        Falls back to a verified copy where the filesystem has no hard links.
+        """
+        rel = f"{BLOBS_DIR}/{digest_hex(digest)}"
+        target = self.root / rel
+        if target.is_file() and target.stat().st_size == size:
+            self.record(rel, digest, size)
+            return
+        tmp = self.partial / (digest_hex(digest) + ".link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(self.root / source_rel, tmp)
+        except OSError:
+            self._stream_verified(rel, _read_chunks(self.root / source_rel), digest, size)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        self.record(rel, digest, size)
+
+    def model_artifacts(self) -> list[dict[str, object]]:
+        """Every model as a ModelPack artifact: config and manifest blobs, layer blobs linked
+        to the files `models()` stored; the index entries for `index.json`."""
+        entries: list[dict[str, object]] = []
+        for model in self.lock.models:
+            artifact = model_artifact(model)
+            for layer in artifact.layers:
+                self.link_blob(f"{MODELS_DIR}/{model.name}/{layer.path}", layer.digest, layer.size)
+            self._store_manifest(artifact.config, sha256_bytes(artifact.config))
+            self._store_manifest(artifact.manifest, artifact.digest)
+            entries.append(artifact.index_entry(REF_NAME_ANNOTATION))
+            self.result.model_artifacts[model.name] = ShippedModelArtifact(
+                artifact.reference, artifact.digest, len(artifact.manifest)
+            )
+            self.report.event(
+                "model.artifact",
+                f"model {model.name}: OCI artifact {artifact.reference}@{artifact.digest[:19]} "
+                f"({len(artifact.layers)} layers, linked to models/{model.name}/)",
+                model=model.name,
+                reference=artifact.reference,
+                digest=artifact.digest,
+            )
+        return entries
+
     def wheels(self) -> None:
         for wheel in self.lock.wheels:
             if self.request.wheelhouse is None:
@@ -354,6 +411,14 @@ class _Builder:
         )
         for rel, data in files:
             self.write_small(rel, data)
+            if rel == INDEX_NAME:
+                for entry in json.loads(data)["plugins"]:
+                    self.result.dify_plugins[str(entry["id"])] = ShippedPlugin(
+                        file=f"{DIFY_PLUGINS_DIR}/{entry['file']}",
+                        sha256=str(entry["sha256"]),
+                        size=int(entry["size"]),
+                        unique_identifier=str(entry["uniqueIdentifier"]),
+                    )
 
     def copy_in(self, rel: str, source: Path, mode: int | None = None) -> None:
         """Copy a local file into the bundle, hashing while it streams."""
@@ -433,6 +498,18 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
         raise BundleError(f"{path} is missing (the lockfile lists it)") from exc
 
 
+def _disk_bytes(root: Path, rels: list[str]) -> int:
+    """Bytes the files take, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for rel in rels:
+        stat = (root / rel).stat()
+        if (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            total += stat.st_size
+    return total
+
+
 def _check_output(output: Path) -> None:
     if not output.exists():
         return
@@ -463,10 +540,13 @@ def build_bundle(request: BuildRequest, reporter: Reporter | None = None) -> Bui
         httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http,
     ):
         entries = builder.images(client)
-        builder.write_layout(entries)
         for chart in lock.charts:
             builder.chart(client, http, chart)
     builder.models()
+    if request.model_artifacts:
+        entries += builder.model_artifacts()
+    builder.write_layout(entries)
+    builder.count_blobs()
     builder.wheels()
     if lock.dify_plugins:
         with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http:
@@ -480,17 +560,18 @@ def build_bundle(request: BuildRequest, reporter: Reporter | None = None) -> Bui
     lock_digest, lock_size = sha256_file(lock_copy)
     os.replace(lock_copy, request.output / LOCK_NAME)
     builder.record(LOCK_NAME, lock_digest, lock_size)
-    sbom = json.dumps(build_sbom(lock, lock_digest), indent=1).encode()
+    tools = {HELM_BINARY: builder.files[HELM_BINARY].sha256} if request.helm_binary else {}
+    document = build_sbom(
+        lock, lock_digest, builder.result.dify_plugins, builder.result.model_artifacts, tools
+    )
+    sbom = json.dumps(document, indent=1).encode()
     builder.write_small(SBOM_NAME, sbom)
     builder.remove_stale()
     builder.seal(lock_digest)
     shutil.rmtree(builder.partial)
     result = builder.result
     result.files = len(builder.files)
-    result.bundle_bytes = (
-        sum(f.size for f in builder.files.values())
-        + (request.output / CHECKSUMS_NAME).stat().st_size
-    )
+    result.bundle_bytes = _disk_bytes(request.output, [*builder.files, CHECKSUMS_NAME])
     report.event(
         "build.done",
         f"bundle {request.output}: {result.files} files, {human_size(result.bundle_bytes)} "

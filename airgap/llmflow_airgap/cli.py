@@ -1,7 +1,8 @@
 """`llmflow-airgap` entry point.
 
 Subcommands: `validate` (the distribution files, offline), `schema` (the JSON schema of
-`platform.yaml` or of the lockfile), `plan` (install order for a profile), and the bundle
+`platform.yaml` or of the lockfile), `plan` (the install plan of a profile from
+platform.yaml and its lockfile), and the bundle
 commands: `keygen`, `lock`, `build`, `verify`, `push` (images only), `install` (preflight,
 pushes, Helm releases with health gates, resumable), `diff` (differential bundle), `status`
 and `prune`.
@@ -27,7 +28,7 @@ from llmflow_airgap.errors import AirgapError
 from llmflow_airgap.events import Reporter
 from llmflow_airgap.lock import LockRequest, create_lock
 from llmflow_airgap.lockfile import dump_lockfile, lockfile_json_schema
-from llmflow_airgap.platform import Profile, load_platform, platform_json_schema
+from llmflow_airgap.platform import Profile, platform_json_schema
 from llmflow_airgap.push import describe_plan, plan_push, push_bundle
 from llmflow_airgap.registry import parse_mirror
 from llmflow_airgap.signing import generate_keypair
@@ -38,6 +39,7 @@ from llmflow_airgap.verify import verify_bundle, verify_parts
 
 if TYPE_CHECKING:
     from llmflow_airgap.helm.base import HelmDriver
+    from llmflow_airgap.install import PostInstallStep
     from llmflow_airgap.kube import KubeAccess
 
 DEFAULT_PLATFORM = Path("platform/platform.yaml")
@@ -105,19 +107,26 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    platform = load_platform(args.platform)
-    profile = Profile(args.profile)
-    for step, comp in enumerate(
-        (c for c in platform.install_order() if profile in c.profiles), start=1
-    ):
-        files = " ".join(f"-f {f}" for f in comp.values.layered(profile))
-        namespace = "<tenant>" if comp.scope == "tenant" else comp.namespace
-        print(
-            f"{step:2d}. {comp.name} ({comp.chart.name} {comp.chart.version}) "
-            f"-n {namespace} {files}"
+    from llmflow_airgap.plan import PlanInputs, build_platform_plan, default_lock_file
+
+    result = build_platform_plan(
+        PlanInputs(
+            platform_file=args.platform,
+            lock_file=args.lock or default_lock_file(args.platform),
+            profile=Profile(args.profile),
+            registry=args.registry,
+            work_dir=args.work_dir,
+            tenants=tuple(args.tenant),
+            tenant_values=args.tenant_values,
+            dify_plugin_public_key=args.dify_plugin_public_key,
+            min_free_bytes=parse_size(args.min_free),
         )
-    for pattern in platform.manifests_for(profile):
-        print(f"    kubectl apply -f {pattern}")
+    )
+    if args.json:
+        print(json.dumps({"event": "install.plan", **result.document}, sort_keys=True))
+    else:
+        for line in result.text:
+            print(line)
     return 0
 
 
@@ -214,6 +223,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             dify_plugins_dir=args.dify_plugins_dir,
             dify_plugin_wheels=args.dify_plugin_wheels,
             dify_plugin_key=args.dify_plugin_key,
+            model_artifacts=args.model_artifacts,
         ),
         _reporter(args),
     )
@@ -327,6 +337,35 @@ def _helm_driver(args: argparse.Namespace, access: KubeAccess | None) -> HelmDri
     return SdkHelmDriver(kubeconfig, context)
 
 
+def _dify_plugin_steps(args: argparse.Namespace) -> tuple[PostInstallStep, ...]:
+    """`post/dify-plugins/<ns>` for every `--dify-console NS=URL` (with its workspace id)."""
+    from llmflow_airgap.dify_plugin_install import DifyPluginsStep
+    from llmflow_airgap.difyplugin_bundle import DIFY_PLUGINS_DIR
+
+    consoles = dict(_pair(spec, "--dify-console", "NAMESPACE=URL") for spec in args.dify_console)
+    workspaces = dict(
+        _pair(spec, "--dify-workspace", "NAMESPACE=ID") for spec in args.dify_workspace
+    )
+    missing = sorted(set(consoles) - set(workspaces))
+    if missing or set(workspaces) - set(consoles):
+        raise AirgapError(
+            "--dify-console and --dify-workspace must name the same namespaces "
+            f"(without a workspace id: {', '.join(missing) or '-'}; without a console: "
+            f"{', '.join(sorted(set(workspaces) - set(consoles))) or '-'})"
+        )
+    return tuple(
+        DifyPluginsStep(namespace, url, workspaces[namespace], args.bundle / DIFY_PLUGINS_DIR)
+        for namespace, url in consoles.items()
+    )
+
+
+def _pair(spec: str, option: str, shape: str) -> tuple[str, str]:
+    key, sep, value = spec.partition("=")
+    if not sep or not key or not value:
+        raise AirgapError(f"{option} {spec!r}: expected {shape}")
+    return key, value
+
+
 def _cmd_install(args: argparse.Namespace) -> int:
     from llmflow_airgap.install import (
         PlanRequest,
@@ -347,7 +386,9 @@ def _cmd_install(args: argparse.Namespace) -> int:
             profile=Profile(args.profile),
             work_dir=args.work_dir,
             tenants=tuple(args.tenant),
+            tenant_values=args.tenant_values,
             min_free_bytes=parse_size(args.min_free),
+            post_install=_dify_plugin_steps(args),
         )
     )
     if args.dry_run:
@@ -535,9 +576,48 @@ def build_parser() -> argparse.ArgumentParser:
     sch.add_argument("--lock", action="store_true", help="the lockfile schema instead")
     sch.set_defaults(func=_cmd_schema)
 
-    plan = sub.add_parser("plan", help="print the install order for a profile")
+    plan = sub.add_parser(
+        "plan",
+        help="print the install plan of a profile from platform.yaml and its lockfile",
+        description="Print the plan `install --dry-run` would print for a bundle built from "
+        "this lockfile, built by the same code (no bundle needed): preflight, chart pushes, "
+        "Namespaces server-side applied before the releases, Helm releases in dependency "
+        "order with values files, pinned images and health gates, the other manifests "
+        "server-side applied after the last release, post-install steps. Only the image "
+        "push section differs: it lists the lockfile's images (blob counts need the bundle).",
+    )
     plan.add_argument("--platform", type=Path, default=DEFAULT_PLATFORM)
+    plan.add_argument(
+        "--lock",
+        type=Path,
+        default=None,
+        help="the lockfile (default: platform.lock.yaml beside --platform)",
+    )
     plan.add_argument("--profile", choices=[p.value for p in Profile], default="standard")
+    plan.add_argument(
+        "--registry", default=None, help="site registry host[:port] (default: platform.yaml's)"
+    )
+    plan.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        help="tenant namespace for tenant-scoped components (as install). Repeatable.",
+    )
+    plan.add_argument(
+        "--tenant-values",
+        type=Path,
+        default=None,
+        help="directory of per-tenant Dify overlays (as install)",
+    )
+    plan.add_argument(
+        "--dify-plugin-public-key",
+        type=Path,
+        default=None,
+        help="the Dify plugin public key the bundle will carry (shows the steps that install it)",
+    )
+    plan.add_argument("--work-dir", type=Path, default=Path(".llmflow-install"))
+    plan.add_argument("--min-free", default="1G", metavar="SIZE", help="free disk required")
+    plan.add_argument("--json", action="store_true", help="the plan as one JSON document")
     plan.set_defaults(func=_cmd_plan)
 
     keygen = sub.add_parser(
@@ -637,6 +717,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="RSA private key (keygen --kind dify-plugin) that re-signs the Dify plugins",
     )
+    build.add_argument(
+        "--model-artifacts",
+        action="store_true",
+        help="also pack every model as a CNCF ModelPack OCI artifact (models/<name>:<revision>) "
+        "in the image layout, pushed with the images; its layers are hard links to the model "
+        "files, so it adds only a few KiB",
+    )
     _add_sources(build)
     build.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
     build.set_defaults(func=_cmd_build)
@@ -720,6 +807,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="tenant namespace for tenant-scoped components (Dify). Repeatable.",
+    )
+    install.add_argument(
+        "--tenant-values",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="install one dify release per <tenant>.values.yaml that `llmflow tenant apply` "
+        "rendered in DIR (instance-per-tenant; default: none)",
+    )
+    install.add_argument(
+        "--dify-console",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=URL",
+        help="Dify base URL of the release in NAMESPACE as the install host reaches it: "
+        "installs the bundle's Dify plugins there after the releases. Repeatable.",
+    )
+    install.add_argument(
+        "--dify-workspace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=ID",
+        help="Dify workspace id for --dify-console NAMESPACE. Repeatable.",
     )
     install.add_argument("--resume", action="store_true", help="skip steps finished before")
     install.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")

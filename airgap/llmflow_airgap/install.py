@@ -12,6 +12,11 @@ The install is a plan of named steps, built offline from the bundle's lockfile a
 5. `release/<namespace>/<name>` — `helm upgrade --install` in dependency order with the
    profile's values and the air-gap overlay pinned to the site registry by digest, each
    followed by its `gate/<namespace>/<name>/<n>` health gates (`gates.py`);
+   A Dify release is preceded by what it needs in the cluster (`dify_cluster`): its
+   `dify-credentials` admin key (only if absent), the plugin-signing public key, and for a
+   tenant release (`--tenant-values`, `dify_tenants`) the CloudNativePG `Database` objects
+   of the tenant's databases; the glue's namespace gets its `dify-credentials` admin key
+   before the first release (`prepare/...` steps);
 6. `manifests/<file>` for every other manifest file of the profile (NetworkPolicies,
    ConfigMaps, HPAs, PodDisruptionBudgets), server-side applied after the last release;
 7. `post/<name>` — post-install steps (`PostInstallStep`), in the order given.
@@ -38,6 +43,18 @@ from typing import Any, Protocol
 
 from llmflow_airgap.bundle import CHARTS_DIR, DISTRIBUTION_DIR, LOCK_NAME
 from llmflow_airgap.chart_push import ChartPush, plan_charts, push_chart
+from llmflow_airgap.dify_cluster import (
+    DifyCredentials,
+    PluginSigningKey,
+    TenantDatabase,
+)
+from llmflow_airgap.dify_tenants import (
+    TenantOverlay,
+    TenantOverlayError,
+    chart_schema_errors,
+    read_overlays,
+)
+from llmflow_airgap.difyplugin_bundle import PUBLIC_KEY_NAME
 from llmflow_airgap.digests import sha256_file
 from llmflow_airgap.errors import AirgapError, BundleError
 from llmflow_airgap.events import Reporter, human_size
@@ -53,7 +70,13 @@ from llmflow_airgap.manifests import (
     plan_manifests,
 )
 from llmflow_airgap.overlay import Rewrite, pin_images
-from llmflow_airgap.platform import Component, Platform, Profile, load_platform
+from llmflow_airgap.platform import (
+    Component,
+    DifyTenancyMode,
+    Platform,
+    Profile,
+    load_platform,
+)
 from llmflow_airgap.preflight import (
     CheckResult,
     PreflightSpec,
@@ -71,6 +94,7 @@ HISTORY_DIR = "history"
 STATE_KIND = "InstallState"
 GPU_OPERATOR = "gpu-operator"
 GPU_GATE_TIMEOUT_S = 1200
+DIFY = "dify"
 
 
 class PreflightFailed(AirgapError):
@@ -96,11 +120,11 @@ class PostInstallContext:
 class PostInstallStep(Protocol):
     """Extension point: configuration that runs after every release passed its gates.
 
-    `platform.yaml` declares no post-install hooks today, so the CLI registers none. A step
-    (creating Keycloak clients, registering models, installing re-signed Dify plugins) is a
-    class with a unique `name`, a one-line `describe()` for the plan, and an idempotent
-    `run()`; pass instances to `run_install(post_install=[...])`. Its state key is
-    `post/<name>`, so `--resume` skips it once it succeeded.
+    `platform.yaml` declares no post-install hooks; the CLI registers
+    `dify_plugin_install.DifyPluginsStep` per `--dify-console`. A step is a class with a
+    unique `name`, a one-line `describe()` for the plan, and an idempotent `run()`; pass
+    instances through `PlanRequest(post_install=...)`. Its state key is `post/<name>`, so
+    `--resume` skips it once it succeeded.
     """
 
     name: str
@@ -109,6 +133,27 @@ class PostInstallStep(Protocol):
         """One line for the plan."""
 
     def run(self, context: PostInstallContext) -> None:
+        """Do the work; raise an `AirgapError` to stop the install."""
+
+
+class ClusterStep(Protocol):
+    """An object a release needs in the cluster before Helm runs (Secrets, databases).
+
+    `step_id` is its state key; `fingerprint()` None means "ensure once" (a finished step is
+    never re-run on `--resume`); `run` is idempotent and returns what the state file records
+    (never secret material)."""
+
+    @property
+    def step_id(self) -> str:
+        """State key."""
+
+    def fingerprint(self) -> str | None:
+        """What the step applies; a change re-runs it on `--resume`."""
+
+    def describe(self) -> str:
+        """One line for the plan."""
+
+    def run(self, kube: KubeClient, sleep: Callable[[float], None]) -> dict[str, Any]:
         """Do the work; raise an `AirgapError` to stop the install."""
 
 
@@ -130,6 +175,8 @@ class ReleasePlan:
     rewrites: list[Rewrite]
     timeout_s: int
     gates: list[GateSpec] = field(default_factory=list)
+    before: list[ClusterStep] = field(default_factory=list)
+    tenant: str | None = None
 
     @property
     def step_id(self) -> str:
@@ -169,6 +216,7 @@ class InstallPlan:
     post_install: list[PostInstallStep]
     manifests: list[ManifestApply] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    prepare: list[ClusterStep] = field(default_factory=list)
 
     def manifests_in(self, phase: Phase) -> list[ManifestApply]:
         """The manifest files applied in one phase, in order."""
@@ -215,6 +263,9 @@ class InstallPlan:
                 f"({human_size(chart.size)})"
             )
         out += self._manifest_lines(Phase.BEFORE_RELEASES, "Namespaces, before the releases")
+        if self.prepare:
+            out += ["", "Cluster objects, before the releases:"]
+            out += [f"  {p.step_id}: {p.describe()}" for p in self.prepare]
         out += ["", "Helm releases, in order (upgrade --install --atomic --wait):"]
         gpu_after = self.gpu_gate_after() if self.preflight.gpus else None
         for number, release in enumerate(self.releases, start=1):
@@ -223,6 +274,8 @@ class InstallPlan:
                 f"({release.chart.name}), {len(release.rewrites)} image(s) pinned to "
                 f"{self.registry_host} by digest"
             )
+            for before in release.before:
+                out.append(f"      before: {before.step_id}: {before.describe()}")
             out.append(f"      values: {' + '.join(release.values_files)} + site digests")
             for rewrite in release.rewrites:
                 out.append(f"      image {rewrite.path}: {rewrite.after}")
@@ -278,9 +331,12 @@ class InstallPlan:
                         {"path": w.path, "before": w.before, "after": w.after} for w in r.rewrites
                     ],
                     "gates": [g.describe() for g in r.gates],
+                    "tenant": r.tenant,
+                    "before": [{"step": b.step_id, "describe": b.describe()} for b in r.before],
                 }
                 for r in self.releases
             ],
+            "prepare": [{"step": p.step_id, "describe": p.describe()} for p in self.prepare],
             "manifests": [
                 {
                     "step": m.step_id,
@@ -313,6 +369,7 @@ class PlanRequest:
     profile: Profile
     work_dir: Path
     tenants: tuple[str, ...] = ()
+    tenant_values: Path | None = None
     min_free_bytes: int = 1024**3
     post_install: tuple[PostInstallStep, ...] = ()
 
@@ -328,6 +385,106 @@ def _release_values(
             raise BundleError(f"values file {rel} of {component.name} is missing under {root}")
         merged = coalesce(merged, load_values(path))
     return files, merged
+
+
+def _postgres_target(
+    root: Path, platform: Platform, profile: Profile, dify_values: dict[str, Any]
+) -> tuple[str, str, str]:
+    """(CNPG cluster, its namespace, database owner) the dify values point at.
+
+    The cluster and namespace come from `externalPostgres.address` (`<cluster>-rw.<ns>.svc`,
+    the read-write Service CNPG creates); the owner is the one the platform's values declare
+    for the shared dify database (`databases: [{name: dify, owner: ...}]` of the CNPG Cluster
+    chart), so tenant databases belong to the role Dify already logs in as."""
+    postgres = dify_values.get("externalPostgres") or {}
+    address = str(postgres.get("address") or "")
+    service, _, rest = address.partition(".")
+    namespace = rest.split(".", 1)[0]
+    if not service.endswith("-rw") or not namespace:
+        raise TenantOverlayError(
+            f"dify values externalPostgres.address {address!r} is not a CloudNativePG "
+            "read-write Service (<cluster>-rw.<namespace>.svc): tenant databases need one"
+        )
+    shared_db = str((postgres.get("database") or {}).get("api") or "")
+    for component in platform.components:
+        for rel in component.values.layered(profile):
+            path = root / rel
+            if not path.is_file():
+                continue
+            for entry in load_values(path).get("databases") or []:
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("name") == shared_db
+                    and entry.get("owner")
+                ):
+                    return service.removesuffix("-rw"), namespace, str(entry["owner"])
+    raise TenantOverlayError(
+        f"no component's values declare database {shared_db!r} with an owner "
+        "(helm-values/postgresql `databases:`): the tenant databases would have no owner"
+    )
+
+
+def _tenant_releases(
+    request: PlanRequest,
+    root: Path,
+    platform: Platform,
+    template: ReleasePlan,
+    merged: dict[str, Any],
+    component: Component,
+    signing: bytes | None,
+    lock: Lockfile,
+) -> list[ReleasePlan]:
+    """One dify release per `--tenant-values` overlay (see `dify_tenants`)."""
+    assert request.tenant_values is not None
+    if platform.tenancy.dify_mode is not DifyTenancyMode.INSTANCE_PER_TENANT:
+        raise TenantOverlayError(
+            f"--tenant-values installs one Dify per tenant, but platform.yaml sets "
+            f"tenancy.difyMode {platform.tenancy.dify_mode}"
+        )
+    overlays: list[TenantOverlay] = read_overlays(request.tenant_values, template.chart.name)
+    cluster, cluster_ns, owner = _postgres_target(root, platform, request.profile, merged)
+    site = request.registry.split("://", 1)[-1].rstrip("/")
+    out: list[ReleasePlan] = []
+    for overlay in overlays:
+        if overlay.namespace in request.tenants or overlay.namespace == component.namespace:
+            raise TenantOverlayError(
+                f"namespace {overlay.namespace} gets a dify release twice (--tenant or the "
+                f"shared release, and {overlay.file.name}): give it one way only"
+            )
+        layered = coalesce(merged, overlay.values)
+        errors = chart_schema_errors(template.chart, component.chart.name, layered)
+        if errors:
+            raise TenantOverlayError(
+                f"{overlay.file}: the tenant's values break the chart's values.schema.json: "
+                + "; ".join(errors[:5])
+            )
+        values, rewrites = pin_images(layered, lock.images, platform.registry.host, site)
+        before: list[ClusterStep] = [DifyCredentials(overlay.namespace, component.namespace)]
+        if signing is not None:
+            before.append(PluginSigningKey(overlay.namespace, signing))
+        before += [
+            TenantDatabase(overlay.tenant, database, owner, cluster, cluster_ns)
+            for database in overlay.databases
+        ]
+        release = ReleasePlan(
+            component=component.name,
+            name=template.name,
+            namespace=overlay.namespace,
+            chart=template.chart,
+            chart_label=template.chart_label,
+            chart_digest=template.chart_digest,
+            values_files=[*template.values_files, str(overlay.file)],
+            values=values,
+            rewrites=rewrites,
+            timeout_s=template.timeout_s,
+            before=before,
+            tenant=overlay.tenant,
+        )
+        release.gates = [
+            GateSpec(component.name, overlay.namespace, c) for c in component.health_checks
+        ]
+        out.append(release)
+    return out
 
 
 def build_plan(request: PlanRequest) -> InstallPlan:
@@ -348,6 +505,9 @@ def build_plan(request: PlanRequest) -> InstallPlan:
     charts_by_component = {c.component: c for c in lock.charts}
     releases: list[ReleasePlan] = []
     notes: list[str] = []
+    prepare: list[ClusterStep] = []
+    signing_path = bundle / PUBLIC_KEY_NAME
+    signing = signing_path.read_bytes() if signing_path.is_file() else None
     for component in platform.install_order():
         if request.profile not in component.profiles:
             continue
@@ -355,9 +515,18 @@ def build_plan(request: PlanRequest) -> InstallPlan:
         if chart is None:
             raise BundleError(f"the bundle's lockfile has no chart for component {component.name}")
         namespaces = [component.namespace]
-        if component.scope == "tenant":
+        shared_dify = platform.tenancy.dify_mode is not DifyTenancyMode.INSTANCE_PER_TENANT
+        if component.scope == "tenant" and shared_dify:
+            # shared / licensed-multi-workspace: one Dify in the component's namespace
+            if request.tenants:
+                raise AirgapError(
+                    f"platform.yaml sets tenancy.difyMode {platform.tenancy.dify_mode}: "
+                    f"{component.name} is installed once in {component.namespace}, not per "
+                    "--tenant"
+                )
+        elif component.scope == "tenant":
             namespaces = list(request.tenants)
-            if not namespaces:
+            if not namespaces and request.tenant_values is None:
                 notes.append(
                     f"{component.name} is installed per tenant: no --tenant given, so none now"
                 )
@@ -380,7 +549,41 @@ def build_plan(request: PlanRequest) -> InstallPlan:
             release.gates = [
                 GateSpec(component.name, namespace, c) for c in component.health_checks
             ]
+            if component.name == DIFY and namespace != component.namespace:
+                release.before.append(DifyCredentials(namespace, component.namespace))
+            if component.name == DIFY and signing is not None:
+                release.before.append(PluginSigningKey(namespace, signing))
             releases.append(release)
+        if component.name == DIFY:
+            # The glue (same namespace) reads the admin key before any Dify exists.
+            prepare.append(DifyCredentials(component.namespace))
+            if signing is None:
+                notes.append(
+                    "the bundle ships no Dify plugins, so no dify-plugin-signing key: create "
+                    "that Secret (public.pem) in each Dify namespace "
+                    "(docs/operator/dify-plugins.md)"
+                )
+            if request.tenant_values is not None:
+                template = ReleasePlan(
+                    component=component.name,
+                    name=component.name,
+                    namespace=component.namespace,
+                    chart=bundle / CHARTS_DIR / f"{chart.name}-{chart.version}.tgz",
+                    chart_label=f"{chart.name} {chart.version}",
+                    chart_digest=chart.digest,
+                    values_files=files,
+                    values=merged,
+                    rewrites=[],
+                    timeout_s=timeout,
+                )
+                releases += _tenant_releases(
+                    request, root, platform, template, merged, component, signing, lock
+                )
+    if request.tenant_values is not None and not any(r.tenant for r in releases):
+        raise TenantOverlayError(
+            f"--tenant-values {request.tenant_values}: the profile {request.profile} installs "
+            "no dify component to layer tenant overlays on"
+        )
     names = {r.component for r in releases}
     spec = PreflightSpec(
         nodes=platform.profiles[request.profile].nodes,
@@ -404,6 +607,7 @@ def build_plan(request: PlanRequest) -> InstallPlan:
         post_install=list(request.post_install),
         manifests=plan_manifests(root, platform, request.profile),
         notes=notes,
+        prepare=prepare,
     )
 
 
@@ -596,9 +800,19 @@ def run_install(
 
             step(manifest.step_id, manifest.fingerprint(), apply_one)
 
+    def run_cluster_step(prerequisite: ClusterStep) -> None:
+        def action(prerequisite: ClusterStep = prerequisite) -> dict[str, Any]:
+            return prerequisite.run(kube, sleep)
+
+        step(prerequisite.step_id, prerequisite.fingerprint(), action)
+
     apply_files(Phase.BEFORE_RELEASES)
+    for prerequisite in plan.prepare:
+        run_cluster_step(prerequisite)
     gpu_after = plan.gpu_gate_after() if gpu_deferred else None
     for release in plan.releases:
+        for prerequisite in release.before:
+            run_cluster_step(prerequisite)
 
         def apply(release: ReleasePlan = release) -> dict[str, Any]:
             info = driver.upgrade_install(release.spec())

@@ -86,6 +86,8 @@ KINDS: dict[tuple[str, str], ResourceKind] = {
     ("scheduling.k8s.io", "PriorityClass"): ResourceKind("priorityclasses", namespaced=False),
     ("monitoring.coreos.com", "ServiceMonitor"): ResourceKind("servicemonitors", namespaced=True),
     ("monitoring.coreos.com", "PrometheusRule"): ResourceKind("prometheusrules", namespaced=True),
+    # CloudNativePG >= 1.25 declarative databases (the tenants' Dify databases, dify_cluster).
+    ("postgresql.cnpg.io", "Database"): ResourceKind("databases", namespaced=True),
 }
 
 

@@ -28,6 +28,7 @@ from llmflow_airgap.difyplugin_bundle import check_bundle_plugins
 from llmflow_airgap.digests import sha256_file
 from llmflow_airgap.errors import BundleError
 from llmflow_airgap.events import Reporter
+from llmflow_airgap.modelartifact import ARTIFACT_TYPE, check_model_artifact
 from llmflow_airgap.registry import INDEX_TYPES
 from llmflow_airgap.signing import load_public_key, signature_valid
 
@@ -184,6 +185,13 @@ def _check_layout(
         refuse(f"{IMAGES_DIR}/index.json", "changed", f"is not JSON: {exc}")
         return
     pending: list[dict[str, Any]] = list(index.get("manifests", []))
+    blobs = bundle / BLOBS_DIR
+    for entry in pending:
+        # Model artifacts are checked as ModelPack artifacts once their blobs are known to
+        # be there (a missing blob is reported by the walk below).
+        digest = str(entry.get("digest", "")).removeprefix("sha256:")
+        if entry.get("artifactType") == ARTIFACT_TYPE and (blobs / digest).is_file():
+            check_model_artifact(blobs, entry, refuse)
     seen: set[str] = set()
     while pending:
         descriptor = pending.pop()

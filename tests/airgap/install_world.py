@@ -122,16 +122,16 @@ def write_fake_helm(path: Path) -> Path:
     return path
 
 
-def package_chart(root: Path, charts_dir: Path) -> Path:
+def package_chart(
+    root: Path, charts_dir: Path, name: str = CHART_NAME, version: str = CHART_VERSION
+) -> Path:
     """Write a chart directory and package it with helm-python-sdk (Helm's own packager)."""
     import helm_python as helm
 
-    chart = root / CHART_NAME
+    chart = root / name
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text(
-        yaml.safe_dump(
-            {"apiVersion": "v2", "name": CHART_NAME, "version": CHART_VERSION, "appVersion": "1"}
-        ),
+        yaml.safe_dump({"apiVersion": "v2", "name": name, "version": version, "appVersion": "1"}),
         encoding="utf-8",
     )
     (chart / "values.yaml").write_text(
@@ -185,12 +185,38 @@ class InstallWorld:
     public_key: Path
 
 
-def build_install_world(world: World, root: Path) -> InstallWorld:
+# `with_dify`: a `dify` component (chart `dify` 0.37.0 as the glue's tenant overlays name it,
+# scope tenant, instance-per-tenant) on the shared stores its values point at.
+DIFY_CHART_VERSION = "0.37.0"
+DIFY_VALUES: dict[str, Any] = {
+    "replicaCount": 1,
+    "externalPostgres": {
+        "address": "llmflow-pg-rw.llmflow-data.svc",
+        "database": {"api": "dify", "pluginDaemon": "dify_plugin"},
+    },
+    "externalRedis": {"host": "valkey-redis-ha-haproxy.llmflow-data.svc"},
+    "externalS3": {"bucketName": {"api": "dify", "pluginDaemon": "dify-plugins"}},
+}
+
+
+def _dify_component() -> dict[str, Any]:
+    dify = _component("dify", ["docker.io/llmflowtest/web:1.0"], ["store"], 5001)
+    dify["scope"] = "tenant"
+    dify["chart"] = {**dify["chart"], "name": "dify", "version": DIFY_CHART_VERSION}
+    dify["healthChecks"] = [
+        {"kind": "http", "target": "service/dify-api", "port": 5001, "path": "/health"}
+    ]
+    return dify
+
+
+def build_install_world(world: World, root: Path, with_dify: bool = False) -> InstallWorld:
     """Write the distribution, then `lock` and `build` it through the CLI."""
     from llmflow_airgap.cli import main
 
     charts_dir = root / "charts"
     package_chart(root / "chart-src", charts_dir)
+    if with_dify:
+        package_chart(root / "dify-chart-src", charts_dir, "dify", DIFY_CHART_VERSION)
     profiles = {
         p: {
             "description": p,
@@ -219,6 +245,9 @@ def build_install_world(world: World, root: Path) -> InstallWorld:
         "manifests": MANIFEST_ENTRIES,
         "monitoring": {"provisionedBy": "store", "ruleFiles": [], "dashboards": []},
     }
+    if with_dify:
+        document["tenancy"] = {"difyMode": "instance-per-tenant"}
+        document["components"] = [front, store, _dify_component()]
     platform_file = root / "platform" / "platform.yaml"
     platform_file.parent.mkdir(parents=True)
     for rel, text in MANIFESTS.items():
@@ -245,6 +274,16 @@ def build_install_world(world: World, root: Path) -> InstallWorld:
             },
         ),
     }
+    if with_dify:
+        # the CNPG Cluster's databases (helm-values/postgresql): the owner of Dify's database
+        values["store"] = (
+            {**values["store"][0], "databases": [{"name": "dify", "owner": "dify"}]},
+            values["store"][1],
+        )
+        values["dify"] = (
+            DIFY_VALUES,
+            {"image": {"repository": f"{OVERLAY_HOST}/llmflowtest/web", "tag": "1.0"}},
+        )
     for name, (base, airgap) in values.items():
         folder = root / "helm-values" / name
         folder.mkdir(parents=True)

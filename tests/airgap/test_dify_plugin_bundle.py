@@ -231,3 +231,37 @@ def test_lock_checks_the_source_signature_when_asked(
         str(plugin_world["public"]),
     ]
     assert main([*base, *bad]) == 2
+
+
+def test_sbom_lists_the_resigned_plugin_its_source_and_its_wheels(
+    plugin_world: dict[str, Path], plugin_bundle: Path
+) -> None:
+    from sbom_check import check_cyclonedx_15
+
+    sbom = json.loads((plugin_bundle / "sbom.cdx.json").read_text())
+    check_cyclonedx_15(sbom)
+    (plugin,) = [c for c in sbom["components"] if c["bom-ref"].startswith("dify-plugin:")]
+    shipped = hashlib.sha256((plugin_bundle / PLUGIN_FILE).read_bytes()).hexdigest()
+    source = (plugin_world["sources"] / "echo_tool-0.0.1.difypkg").read_bytes()
+    assert (plugin["type"], plugin["name"], plugin["version"]) == (
+        "application",
+        "llmflow/echo_tool",
+        "0.0.1",
+    )
+    assert plugin["hashes"] == [{"alg": "SHA-256", "content": shipped}]
+    assert plugin["purl"] == f"pkg:generic/llmflow/echo_tool@0.0.1?checksum=sha256:{shipped}"
+    (ancestor,) = plugin["pedigree"]["ancestors"]
+    assert ancestor["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(source).hexdigest()}]
+    index = json.loads((plugin_bundle / "dify-plugins/index.json").read_text())
+    props = {p["name"]: p["value"] for p in plugin["properties"]}
+    assert props["llmflow:dify-unique-identifier"] == index["plugins"][0]["uniqueIdentifier"]
+    assert props["llmflow:bundle-file"] == PLUGIN_FILE
+    (wheel,) = plugin["components"]
+    wheel_file = next((plugin_world["wheels"] / "llmflow__echo_tool-0.0.1").glob("*.whl"))
+    assert (wheel["type"], wheel["name"], wheel["version"]) == (
+        "library",
+        "llmflow-echo-dep",
+        "0.1.0",
+    )
+    assert wheel["hashes"][0]["content"] == hashlib.sha256(wheel_file.read_bytes()).hexdigest()
+    assert wheel["purl"].startswith("pkg:pypi/llmflow-echo-dep@0.1.0?file_name=")
