@@ -457,3 +457,122 @@ async def test_pii_block_and_dify_failures_are_reported(
         "message": "Access token is invalid",
         "dify_status": 401,
     }
+
+
+async def test_an_async_run_survives_the_death_of_its_process(
+    api: httpx.AsyncClient,
+    realm: KeycloakRealm,
+    runtime: Any,
+    dify: FakeDifyService,
+    receiver: CallbackReceiver,
+) -> None:
+    """The API process dies while Dify runs the workflow; another process (a replica, or the
+    restarted one) finishes the run from Dify's record and calls back once."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from llmflow.dify.facade import FacadeService, facade
+    from llmflow.dify.secrets import runtime_box
+
+    slow = dify.add_app("workflow", "slow-po", stall_s=1.0)
+    await facade(runtime).apps.register(TENANT, "slow-po", "workflow", dify.url, slow.key)
+    receiver.fail_first = 0
+    rrn = "880101-1234568"
+    body = {
+        "inputs": {"po_number": "PO-600", "memo": f"담당자 {rrn}"},
+        "response_mode": "async",
+        "callback_url": f"{receiver.url}/erp/callback",
+    }
+    headers = {**erp_token(realm), "Idempotency-Key": "po-600"}
+    r = await api.post("/v1/apps/slow-po/run", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    for _ in range(200):  # Dify's first streamed event carries its ids: stored at once
+        stored = (await api.get(f"/v1/runs/{run_id}", headers=erp_token(realm))).json()
+        if stored["workflow_run_id"]:
+            break
+        await asyncio.sleep(0.02)
+    assert stored["workflow_run_id"] and stored["status"] == "running"
+    assert dify.received[-1]["response_mode"] == "streaming"
+    assert rrn not in json.dumps(dify.received[-1], ensure_ascii=False)
+
+    # The process dies: its task ends without a word, and its lease runs out.
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == f"facade-run-{run_id}"]
+    task.cancel()
+    await asyncio.wait([task])
+    async with runtime.sessions() as s:
+        await s.execute(
+            text("UPDATE facade_runs SET lease_until = now() - interval '1 second' WHERE id = :id"),
+            {"id": run_id},
+        )
+        await s.commit()
+    # A retry with the same key meanwhile gets the same run back; Dify is not called again.
+    again = await api.post("/v1/apps/slow-po/run", json=body, headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == run_id
+
+    settings = runtime.settings.facade.model_copy(update={"recovery_poll_s": 0.05})
+    other = FacadeService(runtime, settings, runtime_box(runtime))
+    try:
+        assert await other.recover() == 1
+        await other.drain(timeout_s=60)
+    finally:
+        await other.aclose()
+
+    delivered = [(h, b) for h, b in receiver.deliveries if h["x-llmflow-run-id"] == run_id]
+    assert len(delivered) == 1  # exactly once
+    secret = await facade(runtime).apps.callback_secret(TENANT)
+    assert independent_verify(secret, *delivered[0])
+    payload = json.loads(delivered[0][1])
+    assert payload["status"] == "succeeded" and payload["recovered"] is True
+    # The pseudonym map died with the process: the answer keeps the pseudonym, flagged.
+    assert payload["outputs"] == {"summary": "요약: PO-600 담당자 <KR_RRN_1>"}
+    assert payload["pii_restored"] is False and payload["pii"] == {"KR_RRN": 1}
+    assert [x["app"] for x in dify.received].count("slow-po") == 1
+    final = (await api.get(f"/v1/runs/{run_id}", headers=erp_token(realm))).json()
+    assert final["status"] == "succeeded"
+    assert final["callback"] == {"status": "delivered", "attempts": 1}
+    async with runtime.sessions() as s:
+        raw = (
+            await s.execute(text("SELECT * FROM facade_runs WHERE id = :id"), {"id": run_id})
+        ).first()
+    assert raw is not None and rrn not in json.dumps(dict(raw._mapping), default=str)
+
+
+async def test_an_async_run_the_pii_policy_blocks_fails_with_a_callback(
+    api: httpx.AsyncClient,
+    realm: KeycloakRealm,
+    runtime: Any,
+    dify: FakeDifyService,
+    receiver: CallbackReceiver,
+) -> None:
+    from llmflow.dify.facade import facade
+
+    blocked_app = dify.add_app("workflow", "ai-proto-async")
+    await facade(runtime).apps.register(
+        "project-ai", "ai-proto-async", "workflow", dify.url, blocked_app.key
+    )
+    receiver.fail_first = 0
+    calls = len(dify.received)
+    r = await api.post(
+        "/v1/apps/ai-proto-async/run",
+        headers=erp_token(realm, "project-ai"),
+        json={
+            "inputs": {"memo": "주민등록번호 880101-1234568"},
+            "response_mode": "async",
+            "callback_url": f"{receiver.url}/erp/callback",
+        },
+    )
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    await facade(runtime).drain()
+    assert len(dify.received) == calls  # nothing reached Dify
+    [(headers, payload)] = [
+        (h, b) for h, b in receiver.deliveries if h["x-llmflow-run-id"] == run_id
+    ]
+    secret = await facade(runtime).apps.callback_secret("project-ai")
+    assert independent_verify(secret, headers, payload)
+    run = json.loads(payload)
+    assert run["status"] == "failed" and run["error"]["code"] == "pii_blocked"
+    stored = await api.get(f"/v1/runs/{run_id}", headers=erp_token(realm, "project-ai"))
+    assert stored.json()["status"] == "failed"  # not left 'running'

@@ -161,3 +161,101 @@ def test_callback_url_rules() -> None:
     for bad in (None, "http://erp.corp/cb", "https://evil.test/cb", "file:///etc/passwd"):
         with pytest.raises(InvalidRequest):
             service.check_callback(bad)
+
+
+def test_difys_workflow_run_record_is_read() -> None:
+    """``GET /v1/workflows/run/{id}`` as Dify answers it (running, finished, unknown)."""
+    from llmflow.dify.client import DifyError
+    from llmflow.dify.facade import workflow_run_state
+
+    base: dict[str, Any] = {
+        "id": "w",
+        "workflow_id": "f",
+        "inputs": {},
+        "error": None,
+        "total_steps": 3,
+    }
+    assert workflow_run_state({**base, "status": "running", "outputs": None}, "w") is None
+    status, result, error = workflow_run_state(
+        {**base, "status": "succeeded", "outputs": {"a": 1}, "total_tokens": 9}, "w"
+    ) or ("", {}, None)
+    assert status == "succeeded" and result["outputs"] == {"a": 1} and error is None
+    assert result["usage"]["total_tokens"] == 9
+    # Releases before 1.x marshalled the outputs column as its JSON text.
+    state = workflow_run_state({**base, "status": "succeeded", "outputs": '{"a": 2}'}, "w")
+    assert state is not None and state[1]["outputs"] == {"a": 2}
+    stopped = workflow_run_state({**base, "status": "stopped", "outputs": None}, "w")
+    assert stopped is not None and stopped[0] == "failed"
+    assert stopped[2] == {"code": "dify_run_stopped", "message": "stopped"}
+    failed = workflow_run_state({**base, "status": "failed", "error": "boom"}, "w")
+    assert failed is not None and failed[2] == {"code": "dify_run_failed", "message": "boom"}
+    # An unknown id: 404 today, 200 with every field null in old releases.
+    with pytest.raises(DifyError) as exc:
+        workflow_run_state({"id": None, "status": None}, "w")
+    assert exc.value.status == 404
+
+
+def test_difys_message_list_is_read() -> None:
+    """``GET /v1/messages``: the answer is written when the message ends."""
+    from llmflow.dify.client import DifyError
+    from llmflow.dify.facade import message_state
+
+    item = {"id": "m", "conversation_id": "c", "query": "q", "answer": "", "status": "normal"}
+    assert message_state({"data": [item]}, "m") is None
+    done = {**item, "answer": "네", "message_tokens": 3, "answer_tokens": 2}
+    state = message_state({"data": [{**item, "id": "other"}, done]}, "m")
+    assert state is not None and state[0] == "succeeded"
+    assert state[1]["answer"] == "네" and state[1]["usage"]["total_tokens"] == 5
+    error = message_state({"data": [{**item, "status": "error", "error": "quota"}]}, "m")
+    assert error is not None and error[2] == {"code": "dify_run_failed", "message": "quota"}
+    with pytest.raises(DifyError):
+        message_state({"data": [], "has_more": False, "limit": 100}, "m")
+
+
+async def test_an_async_runs_stream_gives_difys_ids_first(dify: FakeDifyService) -> None:
+    from llmflow.dify.facade import DifyStreamOutcome
+
+    app = dify.add_app("workflow")
+    body = {"inputs": {"a": "가나"}, "response_mode": "streaming", "user": "u"}
+    events = await _events(dify, "/workflows/run", body, app.key)
+    outcome = DifyStreamOutcome("workflow")
+    news = [outcome.feed(e) for e in events]
+    first = next(i for i, e in enumerate(events) if e["event"] == "workflow_started")
+    assert news[first] is True and not any(news[first + 1 :])  # ids once, at the first event
+    assert set(outcome.ids) == {"task_id", "workflow_run_id"}
+    assert outcome.finished
+    assert outcome.outcome()[:2] == (
+        "succeeded",
+        {
+            "outputs": {"summary": "요약: 가나"},
+            "usage": {"total_tokens": 42, "total_steps": 3, "elapsed_s": 0.42},
+        },
+    )
+
+    chat = dify.add_app("chat")
+    body = {"inputs": {}, "query": "안녕", "response_mode": "streaming", "user": "u"}
+    said = DifyStreamOutcome("chat")
+    for event in await _events(dify, "/chat-messages", body, chat.key):
+        said.feed(event)
+    assert {"conversation_id", "message_id", "task_id"} <= set(said.ids)
+    status, result, _ = said.outcome()
+    assert status == "succeeded" and result["answer"] == "답변: 안녕"
+    assert result["citations"][0]["document_name"] == "규정.pdf"
+
+
+def test_a_stream_cut_before_the_end_is_not_a_result() -> None:
+    import httpx as _httpx
+
+    from llmflow.dify.facade import DifyStreamOutcome
+
+    started = DifyStreamOutcome("workflow")
+    started.feed({"event": "workflow_started", "task_id": "t", "workflow_run_id": "w", "data": {}})
+    started.broken(_httpx.ReadError("gone"))
+    assert not started.finished  # Dify goes on with the run: its record is read instead
+    never = DifyStreamOutcome("workflow")
+    never.broken(_httpx.ConnectError("refused"))
+    status, _, error = never.outcome()
+    assert status == "failed" and error is not None and error["code"] == "dify_unreachable"
+    cut = DifyStreamOutcome("chat")
+    cut.feed({"event": "message", "message_id": "m", "conversation_id": "c", "answer": "네"})
+    assert (cut.outcome()[2] or {}).get("code") == "dify_stream_incomplete"

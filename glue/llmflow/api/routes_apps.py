@@ -3,6 +3,9 @@
 ``POST /v1/apps/{app}/run`` (blocking, streaming or async) and ``GET /v1/runs/{id}``.
 Callers are machine identities (Keycloak client-credentials tokens, ``kind == "service"``);
 every decision goes through the policy (action ``app.run``) and into the audit log.
+Async runs are leased to the accepting process and taken over by another one if it dies
+(:meth:`llmflow.dify.facade.FacadeService.recover`); their outcome is audited by whichever
+process finishes them.
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ async def _audit_done(rt: Runtime, principal: Principal, request: Request, run: 
     responses={
         **problem_responses(401, 403, 404, 409, 422, 503),
         200: {"description": "blocking: the finished run; streaming: text/event-stream"},
-        202: {"description": "async: accepted; the result goes to callback_url (signed)"},
+        202: {
+            "description": "async: accepted; the result goes to callback_url (signed). The run "
+            "survives a restart of this process (docs/erp-facade.md, 'Restarts')"
+        },
     },
 )
 async def run_app(

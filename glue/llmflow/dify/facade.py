@@ -19,6 +19,15 @@ both ways and keeps a run record.
 * **Modes**: ``blocking`` (the result in the response), ``streaming`` (our SSE frames, see
   :func:`frame`), ``async`` (202 + ``Location``; the result is POSTed to ``callback_url``,
   signed: see :func:`sign_callback`).
+* **Async runs survive a restart**: they call Dify in streaming mode so that the first event
+  gives Dify's ids, stored on the run row at once; the executing process holds a lease on the
+  row (``owner``, ``lease_until``) and renews it. A row whose lease has passed belongs to a
+  dead process: :meth:`FacadeService.recover` claims it (one ``UPDATE … RETURNING``, so one
+  replica wins) and finishes it from Dify's record (``GET /v1/workflows/run/{id}``, ``GET
+  /v1/messages``), or fails it ``interrupted_before_start`` when Dify never answered (never
+  re-submitted: a workflow may have side effects). Callback delivery state is stored too, so
+  retries continue after a restart. A recovered answer keeps its pseudonyms (the map lived in
+  the dead process's memory): ``pii_restored: false``.
 * **Idempotency**: ``Idempotency-Key`` + the SHA-256 of the request; the same key with the
   same request returns the same run, with another request 422; kept ``idempotency_ttl_s``.
 * **PII**: inputs and the query through the tenant policy's ``prompt`` surface
@@ -33,10 +42,12 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -102,6 +113,23 @@ class FacadeSettings(BaseModel):
         default=200, description="streamed text is PII-guarded in segments of about this size"
     )
     max_input_chars: int = 200_000
+    lease_s: float = Field(
+        default=30.0,
+        description="an async run's claim: the executing process renews it every third of "
+        "this; once it has passed, another process (replica or restart) takes the run over",
+    )
+    recovery_interval_s: float = Field(
+        default=15.0, description="how often a serving process looks for abandoned async runs"
+    )
+    recovery_poll_s: float = Field(
+        default=2.0, description="how often a taken-over run asks Dify whether it has finished"
+    )
+    recovery_max_wait_s: float = Field(
+        default=3600.0,
+        description="a taken-over run still unfinished in Dify this long after it was "
+        "created is failed (recovery_timeout)",
+    )
+    recovery_batch: int = Field(default=20, description="abandoned runs claimed per scan")
 
 
 # ---------------------------------------------------------------- records
@@ -136,6 +164,10 @@ def _app_context(tenant: str, name: str) -> str:
 
 def _secret_context(tenant: str) -> str:
     return f"facade-callback:{tenant}"
+
+
+def _user_context(run_id: str) -> str:
+    return f"facade-run-user:{run_id}"
 
 
 class AppRegistry:
@@ -373,6 +405,8 @@ class RunRecord:
             "conversation_id": self.conversation_id,
             "message_id": self.message_id,
             "error": self.error,
+            "recovered": bool(result.get("recovered")),
+            "pii_restored": bool(result.get("pii_restored", True)),
             "callback": (
                 {"status": self.callback_status, "attempts": self.callback_attempts}
                 if self.delivery == "async"
@@ -392,9 +426,11 @@ _RUN_COLUMNS = (
 _INSERT_RUN = text(
     """
     INSERT INTO facade_runs (id, tenant_id, app_name, subject, client_id, mode, delivery, status,
-        idempotency_key, request_hash, callback_url, callback_status, created_at, expires_at)
+        idempotency_key, request_hash, callback_url, callback_status, created_at, expires_at,
+        dify_user_sealed, owner, lease_until)
     VALUES (:id, :tenant, :app, :subject, :client, :mode, :delivery, :status, :key, :hash,
-        :callback, :callback_status, :created, :expires)
+        :callback, :callback_status, :created, :expires, :dify_user, :owner,
+        now() + make_interval(secs => CAST(:lease AS double precision)))
     """
 )
 _FINISH_RUN = text(
@@ -409,6 +445,81 @@ _FINISH_RUN = text(
 
 def _record(row: Any) -> RunRecord:
     return RunRecord(*row)
+
+
+# Durable async runs: every write of a leased run is conditional on this process still
+# owning it (``owner``), so a process that stalled past its lease cannot overwrite (or call
+# back for) a run another process took over.
+_LEASE = "now() + make_interval(secs => CAST(:lease AS double precision))"
+_CLAIM = text(
+    f"""
+    UPDATE facade_runs SET owner = :owner, lease_until = {_LEASE}
+    WHERE id IN (
+        SELECT id FROM facade_runs
+        WHERE delivery = 'async'
+          AND (status = 'running' OR callback_status = 'pending')
+          AND (lease_until IS NULL OR lease_until < now())
+          AND (status = 'running' OR callback_next_attempt_at IS NULL
+               OR callback_next_attempt_at <= now())
+        ORDER BY created_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED)
+      AND (lease_until IS NULL OR lease_until < now())
+    RETURNING id
+    """
+)
+_RENEW_LEASES = text(
+    f"UPDATE facade_runs SET lease_until = {_LEASE} "
+    "WHERE owner = :owner AND id = ANY(CAST(:ids AS varchar[])) RETURNING id"
+)
+_SAVE_PII = text(
+    "UPDATE facade_runs SET pii_inbound = CAST(:pii AS jsonb) "
+    "WHERE id = :id AND owner = :owner RETURNING id"
+)
+_SAVE_IDS = text(
+    """
+    UPDATE facade_runs SET workflow_run_id = :wf, task_id = :task, conversation_id = :conv,
+        message_id = :msg
+    WHERE id = :id AND owner = :owner RETURNING id
+    """
+)
+_FINISH_OWNED = text(
+    """
+    UPDATE facade_runs SET status = :status, result = CAST(:result AS jsonb),
+        error = CAST(:error AS jsonb), workflow_run_id = :wf, task_id = :task,
+        conversation_id = :conv, message_id = :msg, finished_at = :finished,
+        callback_next_attempt_at = now()
+    WHERE id = :id AND owner = :owner AND status = 'running' RETURNING id
+    """
+)
+_CALLBACK_RETRY = text(
+    """
+    UPDATE facade_runs SET callback_attempts = :n, callback_error = :error,
+        callback_next_attempt_at = now() + make_interval(secs => CAST(:delay AS double precision))
+    WHERE id = :id AND owner = :owner RETURNING id
+    """
+)
+_CALLBACK_DONE = text(
+    """
+    UPDATE facade_runs SET callback_status = :status, callback_attempts = :n,
+        callback_error = :error, callback_delivered_at = :delivered,
+        callback_next_attempt_at = NULL, owner = NULL, lease_until = NULL
+    WHERE id = :id AND owner = :owner RETURNING id
+    """
+)
+
+INTERRUPTED = "interrupted_before_start"
+"""The error code of an async run whose process died before Dify acknowledged it."""
+
+
+def _id_params(record: RunRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "wf": record.workflow_run_id,
+        "task": record.task_id,
+        "conv": record.conversation_id,
+        "msg": record.message_id,
+    }
 
 
 # ---------------------------------------------------------------- PII
@@ -548,6 +659,195 @@ async def dify_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
                 yield item
 
 
+Outcome = tuple[str, dict[str, Any], dict[str, Any] | None]
+"""``(status, result, error)`` of a finished Dify run; the result not yet PII-guarded."""
+
+
+@dataclass(slots=True)
+class DifyStreamOutcome:
+    """What an async run learns from Dify's SSE stream: the run's ids as soon as an event
+    carries them, then its result (``workflow_finished`` / ``message_end``) or its error."""
+
+    mode: AppMode
+    ids: dict[str, str] = field(default_factory=dict)
+    answer: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    usage: Any = None
+    citations: Any = None
+    status: str | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None
+
+    def feed(self, event: Mapping[str, Any]) -> bool:
+        """Take one event; True when it brought an id not seen before."""
+        raw = event.get("data")
+        data: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+        kind = event.get("event")
+        found = {
+            "task_id": event.get("task_id"),
+            "workflow_run_id": event.get("workflow_run_id")
+            or (data.get("id") if kind == "workflow_started" else None),
+            "conversation_id": event.get("conversation_id"),
+            "message_id": event.get("message_id")
+            or (event.get("id") if kind in ("message", "agent_message", "message_end") else None),
+        }
+        new = False
+        for key, value in found.items():
+            if value and key not in self.ids:
+                self.ids[key] = str(value)
+                new = True
+        if kind in ("message", "agent_message"):
+            self.answer.append(str(event.get("answer") or ""))
+        elif kind == "message_replace":
+            self.answer = [str(event.get("answer") or "")]
+        elif kind == "message_end":
+            meta = event.get("metadata") or {}
+            self.usage, self.citations = meta.get("usage"), meta.get("retriever_resources")
+            if self.mode == "chat" and self.status is None:
+                self.status = "succeeded"
+        elif kind == "workflow_finished":
+            state = workflow_run_state(data, self.ids.get("workflow_run_id", ""))
+            if state is not None and (self.mode == "workflow" or state[0] == "failed"):
+                self.status, result, self.error = state
+                self.outputs, self.usage = result.get("outputs"), result.get("usage")
+        elif kind == "error":
+            self.status = "failed"
+            self.error = {
+                "code": str(event.get("code") or "dify_error"),
+                "message": str(event.get("message") or ""),
+            }
+        return new
+
+    def refused(self, response: httpx.Response) -> None:
+        """Dify refused the run (an HTTP error before any event)."""
+        try:
+            err = response.json()
+        except ValueError:
+            err = {}
+        if not isinstance(err, dict):
+            err = {}
+        self.status = "failed"
+        self.error = {
+            "code": str(err.get("code") or f"http_{response.status_code}"),
+            "message": str(err.get("message") or "Dify refused the run"),
+            "dify_status": response.status_code,
+        }
+
+    def broken(self, exc: Exception) -> None:
+        """The stream failed; the run is finished only if Dify never acknowledged it."""
+        if self.status is None and not self.ids:
+            self.status = "failed"
+        if self.status == "failed" and self.error is None:
+            self.error = {"code": "dify_unreachable", "message": str(exc) or type(exc).__name__}
+
+    def apply_ids(self, record: RunRecord) -> None:
+        record.task_id = self.ids.get("task_id") or record.task_id
+        record.workflow_run_id = self.ids.get("workflow_run_id") or record.workflow_run_id
+        record.conversation_id = self.ids.get("conversation_id") or record.conversation_id
+        record.message_id = self.ids.get("message_id") or record.message_id
+
+    def outcome(self) -> Outcome:
+        if self.status is None:  # the stream ended without Dify's last event
+            return (
+                "failed",
+                {},
+                {
+                    "code": "dify_stream_incomplete",
+                    "message": "Dify's event stream ended before the run finished",
+                },
+            )
+        if self.status == "failed":
+            return "failed", {}, self.error
+        if self.mode == "workflow":
+            return "succeeded", {"outputs": self.outputs or {}, "usage": self.usage}, None
+        answer = {"answer": "".join(self.answer), "citations": self.citations or []}
+        return "succeeded", {**answer, "usage": self.usage}, None
+
+
+def _json_field(value: Any) -> Any:
+    # Dify releases before 1.x marshalled some run fields as the JSON text of the column.
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
+def workflow_run_state(detail: Any, run_id: str) -> Outcome | None:
+    """A workflow run as Dify records it (``GET /v1/workflows/run/{id}``, or the ``data`` of
+    ``workflow_finished``): None while it runs.
+
+    Dify 1.14.2 (``api/controllers/service_api/app/workflow.py``, ``workflow_run_fields``):
+    ``{"id", "workflow_id", "status", "inputs", "outputs", "error", "total_steps",
+    "total_tokens", "created_at", "finished_at", "elapsed_time"}``; ``status`` is
+    ``running``, ``succeeded``, ``failed``, ``stopped`` or ``partial-succeeded`` (later
+    releases add ``paused``, which keeps waiting here). Older releases answered an unknown id
+    with 200 and every field null: that is a 404 here.
+    """
+    if not isinstance(detail, dict) or not detail.get("id"):
+        raise DifyError(
+            404,
+            "not_found",
+            "Workflow run not found.",
+            method="GET",
+            path=f"/workflows/run/{run_id}",
+        )
+    status = str(detail.get("status") or "")
+    outputs = _json_field(detail.get("outputs"))
+    result: dict[str, Any] = {
+        "outputs": outputs if isinstance(outputs, dict) else {},
+        "usage": {
+            "total_tokens": detail.get("total_tokens"),
+            "total_steps": detail.get("total_steps"),
+            "elapsed_s": detail.get("elapsed_time"),
+        },
+    }
+    if status in ("succeeded", "partial-succeeded"):
+        return "succeeded", result, None
+    if status in ("failed", "stopped"):
+        code = "dify_run_failed" if status == "failed" else "dify_run_stopped"
+        return "failed", result, {"code": code, "message": str(detail.get("error") or status)}
+    return None
+
+
+def message_state(page: Any, message_id: str) -> Outcome | None:
+    """A chat message as Dify records it, found in ``GET /v1/messages?conversation_id=…&
+    user=…&limit=100`` (the newest first page): None while the answer is being written.
+
+    Dify 1.14.2 (``api/controllers/service_api/app/message.py``, ``MessageListItem`` in
+    ``api/fields/message_fields.py``): ``{"limit", "has_more", "data": [{"id",
+    "conversation_id", "query", "answer", "status": "normal" | "error", "error",
+    "retriever_resources", "message_tokens", "answer_tokens", "provider_response_latency",
+    …}]}``. Dify writes ``answer`` when the message ends, so an empty answer of a
+    ``normal`` message means it is still being generated.
+    """
+    items = page.get("data") if isinstance(page, dict) else None
+    message = next(
+        (m for m in items or [] if isinstance(m, dict) and m.get("id") == message_id), None
+    )
+    if message is None:
+        raise DifyError(404, "not_found", "Message Not Exists.", method="GET", path="/messages")
+    answer = str(message.get("answer") or "")
+    if message.get("status") == "error":
+        error = {"code": "dify_run_failed", "message": str(message.get("error") or "error")}
+        return "failed", {}, error
+    latency = message.get("provider_response_latency")
+    if not answer and not (isinstance(latency, int | float) and latency > 0):
+        return None
+    usage = None
+    if "message_tokens" in message or "answer_tokens" in message:
+        prompt, completion = message.get("message_tokens") or 0, message.get("answer_tokens") or 0
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    citations = message.get("retriever_resources") or []
+    return "succeeded", {"answer": answer, "citations": citations, "usage": usage}, None
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -581,12 +881,27 @@ class FacadeService:
         self.callback_transport = callback_transport
         self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, str], DifyService] = {}
+        self.owner = f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        """This process's name on the async runs it leases (unique per service instance)."""
+        self._leased: dict[str, asyncio.Task[None]] = {}
+        self._lease_keeper: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
+        for loop in (self._recovery, self._lease_keeper):
+            if loop is not None:
+                loop.cancel()
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(
+            *self._tasks,
+            *(t for t in (self._recovery, self._lease_keeper) if t is not None),
+            return_exceptions=True,
+        )
+        await self._release_leases()
         for service in self._services.values():
             await service.aclose()
+        self._services.clear()
 
     async def _service(self, app: RegisteredApp) -> DifyService:
         # One client per app and key: connections to Dify are reused across runs.
@@ -651,6 +966,16 @@ class FacadeService:
             "callback_status": "pending" if req.response_mode == "async" else None,
             "created": now,
             "expires": now + timedelta(seconds=self.settings.idempotency_ttl_s),
+            # Chat recovery must list the conversation as its Dify user; a label may name a
+            # person, so it is stored sealed, and only for async runs.
+            "dify_user": (
+                self.apps.box.seal(_end_user(principal, req), _user_context(record.id))
+                if req.response_mode == "async"
+                else None
+            ),
+            # An async run is leased to this process from its first write (see recover()).
+            "owner": self.owner if req.response_mode == "async" else None,
+            "lease": self.settings.lease_s if req.response_mode == "async" else None,
         }
         if key is None and req.response_mode == "blocking":
             # Nothing can replay or poll an un-keyed blocking run before it ends: one write,
@@ -927,7 +1252,7 @@ class FacadeService:
         await self._finish(record)
         yield frame("run.completed", record.to_dict())
 
-    # -- async with callback -----------------------------------------------------------
+    # -- async with callback (durable: see the module docstring) ------------------------
     def run_async(
         self,
         principal: Principal,
@@ -935,71 +1260,427 @@ class FacadeService:
         req: RunRequest,
         on_done: Callable[[RunRecord], Any] | None = None,
     ) -> None:
-        """Run in the background, then deliver the signed callback (retries with back-off)."""
+        """Run in the background under this process's lease, then deliver the signed
+        callback (retries with back-off); :meth:`recover` finishes it if the process dies."""
+        assert req.callback_url is not None
+        url = req.callback_url
 
         async def job() -> None:
-            try:
-                record = await self.run_blocking(principal, start, req)
-            except LLMFlowError:
-                record = start.record
+            record = await self._execute_async(principal, start, req)
+            if record is None:  # another process took the run over (this one had stalled)
+                return
             if on_done is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await on_done(record)
-            assert req.callback_url is not None
-            try:
-                await self.deliver(record, req.callback_url)
-            except Exception:  # a background task has nobody to raise to: log it
-                log.exception("callback delivery of run %s failed", record.id)
+                except Exception:
+                    log.exception("recording the outcome of run %s failed", record.id)
+            await self._deliver_logged(record, url)
 
-        task = asyncio.create_task(job(), name=f"facade-run-{start.record.id}")
+        self._lease(start.record.id, job())
+
+    def _lease(self, run_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for ``run_id`` in the background, renewing the run's lease meanwhile."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the lease runs out and recovery takes the run: log why
+                log.exception("async run %s stopped on an error", run_id)
+
+        task = asyncio.create_task(logged(), name=f"facade-run-{run_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._leased[run_id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self._leased.get(run_id) is t:
+                del self._leased[run_id]
+
+        task.add_done_callback(done)
+        if self._lease_keeper is None or self._lease_keeper.done():
+            self._lease_keeper = asyncio.create_task(self._keep_leases(), name="facade-leases")
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of this process's async runs every third of ``lease_s``; a run
+        whose row another process claimed meanwhile (this one stalled past its lease) stops."""
+        period = max(self.settings.lease_s / 3, 0.05)
+        while self._leased:
+            await asyncio.sleep(period)
+            ids = list(self._leased)
+            if not ids:
+                break
+            try:
+                async with self.runtime.sessions() as s:
+                    rows = await s.execute(
+                        _RENEW_LEASES,
+                        {"owner": self.owner, "ids": ids, "lease": self.settings.lease_s},
+                    )
+                    kept = {str(r[0]) for r in rows}
+                    await s.commit()
+            except Exception:  # the database may be restarting: the next round retries
+                log.warning("renewing the leases of %d async runs failed", len(ids), exc_info=True)
+                continue
+            for run_id in ids:
+                task = self._leased.get(run_id)
+                if run_id not in kept and task is not None and not task.done():
+                    log.warning("async run %s is no longer leased to this process", run_id)
+                    task.cancel()
+
+    async def _release_leases(self) -> None:
+        """Shutdown: let another process (or the restarted one) take this one's runs now."""
+        try:
+            async with self.runtime.sessions() as s:
+                await s.execute(
+                    text(
+                        "UPDATE facade_runs SET lease_until = now() "
+                        "WHERE owner = :owner AND lease_until > now()"
+                    ),
+                    {"owner": self.owner},
+                )
+                await s.commit()
+        except Exception:  # the leases then simply run out
+            log.info("releasing the async run leases failed", exc_info=True)
+
+    async def _owned_write(self, statement: Any, params: dict[str, Any]) -> bool:
+        """Run an ``… WHERE id = :id AND owner = :owner RETURNING id`` statement; False when
+        the run is no longer this process's."""
+        async with self.runtime.sessions() as s:
+            row = (await s.execute(statement, {**params, "owner": self.owner})).first()
+            await s.commit()
+        return row is not None
+
+    async def _execute_async(
+        self, principal: Principal, start: RunStart, req: RunRequest
+    ) -> RunRecord | None:
+        """Dify in streaming mode, its ids stored as soon as they arrive; the finished
+        record, or None when the run is no longer this process's."""
+        record, app = start.record, start.app
+        guard = await self._guard(principal.tenant_id)
+        try:
+            inputs, query = await asyncio.to_thread(guard.inbound, [req.inputs, req.query])
+        except LLMFlowError as exc:  # a PII block: nothing was sent
+            record.status, record.error = "failed", {"code": exc.code, "message": exc.detail}
+            return record if await self._finish_owned(record) else None
+        pseudonyms = len(guard.pseudonymizer.mapping) if guard.pseudonymizer else 0
+        inbound = {"counts": dict(sorted(guard.counts.items())), "pseudonyms": pseudonyms}
+        if not await self._owned_write(_SAVE_PII, {"id": record.id, "pii": json.dumps(inbound)}):
+            return None
+        path, body = dify_body(app, req, inputs, query, _end_user(principal, req), True)
+        stream = DifyStreamOutcome(app.mode)
+        service: DifyService | None = None
+        try:
+            service = await self._service(app)
+            async with service.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    stream.refused(response)
+                else:
+                    async for event in dify_events(response):
+                        if stream.feed(event):
+                            stream.apply_ids(record)
+                            if not await self._owned_write(_SAVE_IDS, _id_params(record)):
+                                return None
+        except (DifyError, httpx.HTTPError) as exc:
+            stream.broken(exc)
+        stream.apply_ids(record)
+        if stream.finished or service is None:
+            status, result, error = stream.outcome()
+        else:
+            # The stream broke after Dify had started the run, which goes on there: read its
+            # end from Dify's record (as a recovering process would).
+            waited = await self._await_dify(service, record, _end_user(principal, req))
+            status, result, error = waited if waited is not None else stream.outcome()
+        if result:
+            result = await asyncio.to_thread(guard.outbound, result)
+        if guard.counts:
+            result["pii"] = dict(sorted(guard.counts.items()))
+        record.status, record.result, record.error = status, result, error
+        return record if await self._finish_owned(record) else None
+
+    async def _finish_owned(self, record: RunRecord) -> bool:
+        """Store an async run's outcome if the run is still this process's (and running);
+        its callback is then due."""
+        record.finished_at = record.finished_at or datetime.now(UTC)
+        return await self._owned_write(
+            _FINISH_OWNED,
+            {
+                **_id_params(record),
+                "status": record.status,
+                "result": json.dumps(record.result) if record.result is not None else None,
+                "error": json.dumps(record.error) if record.error is not None else None,
+                "finished": record.finished_at,
+            },
+        )
+
+    # -- Dify's record of a started run ------------------------------------------------
+    async def _await_dify(
+        self, service: DifyService, record: RunRecord, user: str | None
+    ) -> Outcome | None:
+        """Wait until Dify has finished a run it started: ``(status, result, error)`` with
+        the result unguarded; None when no id of the run in Dify is known."""
+        fetch: Callable[[], Awaitable[Outcome | None]]
+        if record.mode == "workflow" and record.workflow_run_id:
+            run_id = record.workflow_run_id
+
+            async def fetch_workflow() -> Outcome | None:
+                return workflow_run_state(
+                    await service.request("GET", f"/workflows/run/{run_id}"), run_id
+                )
+
+            fetch = fetch_workflow
+        elif record.mode == "chat" and record.message_id and record.conversation_id and user:
+            params = {"conversation_id": record.conversation_id, "user": user, "limit": 100}
+            message_id = record.message_id
+
+            async def fetch_message() -> Outcome | None:
+                return message_state(
+                    await service.request("GET", "/messages", params=params), message_id
+                )
+
+            fetch = fetch_message
+        else:
+            return None
+        deadline = record.created_at + timedelta(seconds=self.settings.recovery_max_wait_s)
+        while True:
+            try:
+                state = await fetch()
+            except DifyError as exc:
+                if exc.status < 500 and exc.status not in (408, 429):
+                    return (
+                        "failed",
+                        {},
+                        {
+                            "code": "dify_run_not_found" if exc.status == 404 else exc.code,
+                            "message": exc.message,
+                            "dify_status": exc.status,
+                        },
+                    )
+                state = None  # Dify is busy or restarting: ask again
+            except httpx.HTTPError as exc:
+                log.info("Dify unreachable while waiting for run %s: %s", record.id, exc)
+                state = None
+            if state is not None:
+                return state
+            if datetime.now(UTC) >= deadline:
+                return (
+                    "failed",
+                    {},
+                    {
+                        "code": "recovery_timeout",
+                        "message": f"Dify did not finish the run within "
+                        f"{self.settings.recovery_max_wait_s:g} s of its start",
+                    },
+                )
+            await asyncio.sleep(self.settings.recovery_poll_s)
+
+    # -- recovery ------------------------------------------------------------------------
+    async def recover(self) -> int:
+        """Take over the async runs (and undelivered callbacks) of processes that died:
+        rows whose lease has passed are claimed in one ``UPDATE … RETURNING``, so each goes
+        to one replica. Returns how many this call took."""
+        async with self.runtime.sessions() as s:
+            rows = (
+                await s.execute(
+                    _CLAIM,
+                    {
+                        "owner": self.owner,
+                        "lease": self.settings.lease_s,
+                        "limit": self.settings.recovery_batch,
+                    },
+                )
+            ).all()
+            await s.commit()
+        taken = [str(r[0]) for r in rows if str(r[0]) not in self._leased]
+        for run_id in taken:
+            log.info("taking over async run %s", run_id)
+            self._lease(run_id, self._resume(run_id))
+        return len(taken)
+
+    def start_recovery(self) -> None:
+        """Look for abandoned async runs every ``recovery_interval_s`` (serving processes)."""
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover_forever(), name="facade-recovery")
+
+    async def _recover_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.recovery_interval_s)
+            try:
+                await self.recover()
+            except Exception:  # the database may be restarting; the next round retries
+                log.warning("looking for abandoned async runs failed", exc_info=True)
+
+    async def _resume(self, run_id: str) -> None:
+        """Finish a claimed run from Dify's record, then deliver its callback."""
+        async with self.runtime.sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        f"SELECT {_RUN_COLUMNS}, callback_url, dify_user_sealed, pii_inbound, "
+                        "subject FROM facade_runs WHERE id = :id AND owner = :owner"
+                    ),
+                    {"id": run_id, "owner": self.owner},
+                )
+            ).first()
+        if row is None:
+            return
+        n = len(_RUN_COLUMNS.split(","))
+        record = _record(row[:n])
+        url, sealed_user, inbound, subject = row[n:]
+        user = self._open_user(record.id, sealed_user)
+        if record.status == "running":
+            if not await self._complete_abandoned(record, user, inbound or {}):
+                return
+            await self._audit_recovered(record, str(subject))
+        if record.callback_status == "pending":
+            await self._deliver_logged(record, str(url or ""))
+
+    def _open_user(self, run_id: str, sealed: str | None) -> str | None:
+        """The end-user label a run was sent to Dify with (None if absent or unreadable)."""
+        if not sealed:
+            return None
+        try:
+            return self.apps.box.open(sealed, _user_context(run_id))
+        except LLMFlowError as exc:  # a rotated secrets key: the chat answer cannot be read
+            log.warning("the Dify user of run %s does not open: %s", run_id, exc)
+            return None
+
+    async def _complete_abandoned(
+        self, record: RunRecord, user: str | None, inbound: Mapping[str, Any]
+    ) -> bool:
+        app = await self.apps.get(record.tenant_id, record.app)
+        waited: Outcome | None
+        if app is None:
+            waited = (
+                "failed",
+                {},
+                {
+                    "code": "app_removed",
+                    "message": f"app {record.app!r} was removed before its run could be finished",
+                },
+            )
+        else:
+            waited = await self._await_dify(await self._service(app), record, user)
+        if waited is None:
+            waited = (
+                "failed",
+                {},
+                {
+                    "code": INTERRUPTED,
+                    "message": "the process handling this run stopped before Dify acknowledged "
+                    "it; it was not sent again (a workflow may have side effects): submit it "
+                    "with a new Idempotency-Key if it should run",
+                },
+            )
+        status, result, error = waited
+        # The pseudonym map lived in the dead process's memory: the answer keeps the
+        # pseudonyms; the response surface of the policy still applies.
+        guard = await self._guard(record.tenant_id)
+        if result:
+            result = await asyncio.to_thread(guard.outbound, result)
+        counts: dict[str, int] = dict(inbound.get("counts") or {})
+        for entity, k in guard.counts.items():
+            counts[entity] = counts.get(entity, 0) + k
+        if counts:
+            result["pii"] = dict(sorted(counts.items()))
+        result["recovered"] = True
+        result["pii_restored"] = not inbound.get("pseudonyms")
+        record.status, record.result, record.error = status, result, error
+        return await self._finish_owned(record)
+
+    async def _audit_recovered(self, record: RunRecord, subject: str) -> None:
+        from llmflow.observability.audit import AuditEntry, AuditUnavailable
+
+        entry = AuditEntry(
+            tenant_id=record.tenant_id,
+            actor=subject,
+            actor_kind="service",
+            action="app.run.finished",
+            resource_type="app",
+            resource_id=record.app,
+            decision="allow",
+            reason="run finished by recovery",
+            details={
+                "run_id": record.id,
+                "outcome": record.status,
+                "response_mode": record.delivery,
+                "error_code": (record.error or {}).get("code", ""),
+                "recovered_by": self.owner,
+            },
+        )
+        try:
+            await (await self.runtime.audit()).record(entry)
+        except AuditUnavailable:
+            log.error("the recovered run %s was not audited", record.id)
+
+    # -- the callback ------------------------------------------------------------------
+    async def _deliver_logged(self, record: RunRecord, url: str) -> None:
+        try:
+            await self.deliver(record, url)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a background task has nobody to raise to: log it
+            log.exception("callback delivery of run %s failed", record.id)
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (1, 2, …): doubling, capped."""
+        delay = self.settings.callback_backoff_s * 2 ** min(attempt - 1, 30)
+        return float(min(delay, self.settings.callback_backoff_max_s))
 
     async def deliver(self, record: RunRecord, url: str) -> str:
-        """POST the run to ``url`` signed with the tenant's secret; 'delivered' or 'failed'."""
+        """POST the run to ``url`` signed with the tenant's secret, retrying with back-off:
+        'delivered', 'failed', or 'pending' when another process took the run over.
+
+        Attempts continue from ``record.callback_attempts`` (a delivery resumed after a
+        restart) and each one is stored, with when the next is due."""
         secret = await self.apps.callback_secret(record.tenant_id)
         body = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
-        delay = self.settings.callback_backoff_s
-        status = "failed"
-        attempts = 0
-        async with httpx.AsyncClient(
-            timeout=self.settings.callback_timeout_s,
-            transport=self.callback_transport,
-            follow_redirects=False,
-        ) as client:
-            for attempt in range(1, self.settings.callback_max_attempts + 1):
-                attempts = attempt
-                ts = int(time.time())
-                headers = {
-                    "Content-Type": "application/json",
-                    TIMESTAMP_HEADER: str(ts),
-                    SIGNATURE_HEADER: sign_callback(secret, ts, body),
-                    RUN_HEADER: record.id,
-                    ATTEMPT_HEADER: str(attempt),
-                }
-                try:
-                    response = await client.post(url, content=body, headers=headers)
-                    if 200 <= response.status_code < 300:
-                        status = "delivered"
+        status, attempts, error = "failed", record.callback_attempts, "no callback_url"
+        if url:
+            async with httpx.AsyncClient(
+                timeout=self.settings.callback_timeout_s,
+                transport=self.callback_transport,
+                follow_redirects=False,
+            ) as client:
+                while attempts < self.settings.callback_max_attempts:
+                    attempts += 1
+                    ts = int(time.time())
+                    headers = {
+                        "Content-Type": "application/json",
+                        TIMESTAMP_HEADER: str(ts),
+                        SIGNATURE_HEADER: sign_callback(secret, ts, body),
+                        RUN_HEADER: record.id,
+                        ATTEMPT_HEADER: str(attempts),
+                    }
+                    try:
+                        response = await client.post(url, content=body, headers=headers)
+                        if 200 <= response.status_code < 300:
+                            status, error = "delivered", ""
+                            break
+                        code = response.status_code
+                        retry = code in (408, 425, 429) or code >= 500
+                        error = f"HTTP {code}"
+                    except httpx.HTTPError as exc:
+                        retry, error = True, type(exc).__name__
+                    log.info("callback of run %s, attempt %d: %s", record.id, attempts, error)
+                    if not retry or attempts >= self.settings.callback_max_attempts:
                         break
-                    retry = response.status_code in (408, 425, 429) or response.status_code >= 500
-                    log.info("callback of run %s answered %s", record.id, response.status_code)
-                except httpx.HTTPError as exc:
-                    retry = True
-                    log.info("callback of run %s failed: %s", record.id, type(exc).__name__)
-                if not retry or attempt == self.settings.callback_max_attempts:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.callback_backoff_max_s)
-        async with self.runtime.sessions() as s:
-            await s.execute(
-                text(
-                    "UPDATE facade_runs SET callback_status = :status, callback_attempts = :n "
-                    "WHERE id = :id"
-                ),
-                {"status": status, "n": attempts, "id": record.id},
-            )
-            await s.commit()
+                    delay = self._backoff(attempts)
+                    params = {"id": record.id, "n": attempts, "error": error, "delay": delay}
+                    if not await self._owned_write(_CALLBACK_RETRY, params):
+                        return "pending"
+                    record.callback_attempts = attempts
+                    await asyncio.sleep(delay)
+        done = {
+            "id": record.id,
+            "status": status,
+            "n": attempts,
+            "error": error[:256] or None,
+            "delivered": datetime.now(UTC) if status == "delivered" else None,
+        }
+        if not await self._owned_write(_CALLBACK_DONE, done):
+            return "pending"
         record.callback_status, record.callback_attempts = status, attempts
         return status
 
@@ -1039,3 +1720,23 @@ async def close_facade(runtime: Runtime) -> None:
 def install_facade(runtime: Runtime, service: FacadeService) -> None:
     """Use ``service`` for ``runtime`` (tests hand in transports; a bench its own)."""
     _SERVICES[runtime] = service
+
+
+async def start_facade_recovery(runtime: Runtime) -> int:
+    """A serving process's start: take over the async runs that dead processes left (now,
+    then every ``facade.recovery_interval_s``). Returns how many were taken now; 0 (and no
+    loop) where the facade cannot open its secrets (no ``dify_secrets`` key configured)."""
+    from llmflow.errors import ConfigurationError
+
+    try:
+        service = facade(runtime)
+    except ConfigurationError as exc:
+        log.info("ERP facade recovery off: %s", exc)
+        return 0
+    try:
+        taken = await service.recover()
+    except Exception:  # the next scan retries; the API must still start
+        log.warning("looking for abandoned async runs failed", exc_info=True)
+        taken = 0
+    service.start_recovery()
+    return taken
