@@ -384,6 +384,13 @@ def bench_gateway(
         float, typer.Option(help="also hold --soak-streams streams for this many seconds")
     ] = 0.0,
     soak_streams: Annotated[int, typer.Option(help="concurrent streams of the soak")] = 1000,
+    upstream_latency_ms: Annotated[
+        float,
+        typer.Option(
+            help="the scripted upstream answers after this many ms, as a model would; 0 = "
+            "instant (then 50 and 200 concurrent requests saturate a small machine)"
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Added latency of the gateway against calling the upstream directly, side by side
@@ -400,6 +407,7 @@ def bench_gateway(
             pii_guard=pii_guard,
             soak_s=soak,
             soak_streams=soak_streams,
+            upstream_latency_ms=upstream_latency_ms,
         )
     )
     if as_json:
@@ -408,7 +416,8 @@ def bench_gateway(
     table = Table(
         "concurrency", "requests", "direct p50", "gateway p50", "added p50",
         "direct p99", "gateway p99", "added p99", "errors (direct/gw)",
-        title=f"gateway overhead, ms (PII guard {'on' if pii_guard else 'off'})",
+        title=f"gateway overhead, ms (PII guard {'on' if pii_guard else 'off'}, "
+        f"upstream answers after {upstream_latency_ms:g} ms)",
     )  # fmt: skip
     for level in result["levels"]:
         table.add_row(
@@ -431,5 +440,7 @@ def bench_gateway(
         console.print(
             f"soak: {s['streams']} concurrent streams for {s['seconds']:.0f} s, "
             f"{s['completed']} completed, {s['errors']} errors, gateway RSS "
-            f"{s['gateway_rss_mb_before']:.0f} → {s['gateway_rss_mb_after']:.0f} MB"
+            f"{s['gateway_rss_mb_before']:.0f} → {s['gateway_rss_mb_after']:.0f} MB "
+            f"(samples {', '.join(f'{v:.0f}' for v in s['gateway_rss_mb_series'])}; "
+            f"second-half growth {s['gateway_rss_mb_second_half_growth']:+.1f} MB)"
         )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from llmflow.gateway.scripted import free_port
@@ -38,6 +39,10 @@ class GatewayBenchOptions:
     pii_guard: bool = False
     soak_s: float = 0.0
     soak_streams: int = 1000
+    upstream_latency_ms: float = 0.0
+    """The scripted upstream waits this long before each non-streaming answer, as a model
+    would. With an instant upstream, 50 and 200 concurrent requests measure how fast the
+    three processes saturate the machine's cores, not the gateway's added latency."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -85,9 +90,11 @@ def _process(args: list[str], env: dict[str, str], url: str, timeout_s: float) -
 
 
 async def _load(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, concurrency: int
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int, concurrency: int
 ) -> tuple[list[float], int]:
     body = {"model": "bench-chat", "messages": [{"role": "user", "content": "연차 휴가 일수"}]}
+    payload = json.dumps(body).encode()
+    send_headers = {**headers, "Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
     queue = iter(range(n))
@@ -97,9 +104,10 @@ async def _load(
         for _ in queue:
             t = time.perf_counter()
             try:
-                r = await client.post(url, json=body, headers=headers)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
+                async with client.post(url, data=payload, headers=send_headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
                 ok = False
             latencies.append((time.perf_counter() - t) * 1000)
             errors += 0 if ok else 1
@@ -109,7 +117,7 @@ async def _load(
 
 
 async def _ttft(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int
 ) -> list[float]:
     body = {"model": "bench-chat", "stream": True,
             "messages": [{"role": "user", "content": "첫 토큰까지의 시간"}]}  # fmt: skip
@@ -117,8 +125,9 @@ async def _ttft(
     for _ in range(n):
         t = time.perf_counter()
         first: float | None = None
-        async with client.stream("POST", url, json=body, headers=headers) as r:
-            async for line in r.aiter_lines():  # read to the end: the connection is reused
+        async with client.post(url, json=body, headers=headers) as r:
+            async for raw in r.content:  # lines; read to the end: the connection is reused
+                line = raw.decode()
                 if first is None and line.startswith("data: {") and '"content"' in line:
                     first = (time.perf_counter() - t) * 1000
         if first is not None:
@@ -127,7 +136,7 @@ async def _ttft(
 
 
 async def _soak(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], streams: int, seconds: float
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], streams: int, seconds: float
 ) -> dict[str, Any]:
     body = {"model": "bench-chat", "stream": True,
             "messages": [{"role": "user", "content": " ".join(["토큰"] * 40)}]}  # fmt: skip
@@ -138,11 +147,11 @@ async def _soak(
         nonlocal done, errors
         while time.monotonic() < stop:
             try:
-                async with client.stream("POST", url, json=body, headers=headers) as r:
-                    ok = r.status_code == 200
-                    async for _ in r.aiter_bytes():
+                async with client.post(url, json=body, headers=headers) as r:
+                    ok = r.status == 200
+                    async for _ in r.content.iter_any():
                         pass
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 ok = False
             done += 1
             errors += 0 if ok else 1
@@ -159,7 +168,11 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
     up_port, gw_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     gateway = f"http://127.0.0.1:{gw_port}"
-    result: dict[str, Any] = {"pii_guard": opts.pii_guard, "levels": []}
+    result: dict[str, Any] = {
+        "pii_guard": opts.pii_guard,
+        "upstream_latency_ms": opts.upstream_latency_ms,
+        "levels": [],
+    }
     with tempfile.TemporaryDirectory(prefix="llmflow-bench-gw-") as tmp:
         data_dir = Path(tmp)
         models = [{"name": "bench-chat", "backends": [{"url": upstream}]}]
@@ -188,7 +201,8 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {key}"}
         chunk_delay = "0.05" if opts.soak_s else "0"
         up_cmd = [sys.executable, "-m", "llmflow.gateway.scripted", "--port", str(up_port),
-                  "--chunk-delay", chunk_delay]  # fmt: skip
+                  "--chunk-delay", chunk_delay,
+                  "--delay", str(opts.upstream_latency_ms / 1000)]  # fmt: skip
         gw_cmd = [sys.executable, "-m", "llmflow.cli", "serve", "--port", str(gw_port)]
         with (
             _process(up_cmd, env, f"{upstream}/health", 30),
@@ -202,8 +216,11 @@ async def _measure(
     opts: GatewayBenchOptions, upstream: str, gateway: str, headers: dict[str, str], gw_pid: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"levels": []}
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    # aiohttp, not httpx: httpx's pool costs the generator more CPU per request than the
+    # gateway adds, and the three processes share the machine's cores.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         direct_url, gw_url = f"{upstream}/v1/chat/completions", f"{gateway}/v1/chat/completions"
         await _load(client, gw_url, headers, 200, 20)  # warm-up: policy, quota, pools
         await _load(client, direct_url, {}, 200, 20)
@@ -236,8 +253,25 @@ async def _measure(
         }
         if opts.soak_s:
             before = _rss_mb(gw_pid)
-            soak = await _soak(client, gw_url, headers, opts.soak_streams, opts.soak_s)
-            soak.update({"gateway_rss_mb_before": before, "gateway_rss_mb_after": _rss_mb(gw_pid)})
+            series: list[float] = []
+
+            async def sample_rss() -> None:
+                while True:
+                    await asyncio.sleep(max(1.0, opts.soak_s / 12))
+                    series.append(_rss_mb(gw_pid))
+
+            sampler = asyncio.create_task(sample_rss())
+            try:
+                soak = await _soak(client, gw_url, headers, opts.soak_streams, opts.soak_s)
+            finally:
+                sampler.cancel()
+            half = series[len(series) // 2 :]
+            soak.update({
+                "gateway_rss_mb_before": before, "gateway_rss_mb_after": _rss_mb(gw_pid),
+                "gateway_rss_mb_series": series,
+                # growth over the second half, once pools and buffers have reached their size
+                "gateway_rss_mb_second_half_growth": (half[-1] - half[0]) if len(half) > 1 else 0.0,
+            })  # fmt: skip
             out["soak"] = soak
     out["pii_guard_ms_per_kb"] = _pii_cost()
     return out

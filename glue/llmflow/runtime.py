@@ -153,6 +153,9 @@ class Runtime:
                 ledger,
                 self.pii_guard,
             )
+            from llmflow.gateway.calls import attach_observability
+
+            await attach_observability(self, service)  # audit per call, traces, health checks
             return service
 
         result: GatewayService = await self._once("gateway", make)

@@ -262,6 +262,45 @@ class AuditSettings(BaseModel):
     opensearch_verify_tls: bool = True
 
 
+class LangfuseSettings(BaseModel):
+    """Langfuse traces of gateway calls (docs/gateway.md, ``llmflow.gateway.tracing``): off by
+    default; the keys come from a Secret through the environment
+    (``LLMFLOW_OBSERVABILITY__LANGFUSE__PUBLIC_KEY`` / ``__SECRET_KEY``)."""
+
+    enabled: bool = False
+    host: str | None = Field(
+        default=None,
+        description="Langfuse base URL, e.g. http://langfuse-web.llmflow-observability:3000",
+    )
+    public_key: str | None = Field(default=None, description="project API key pk-lf-...")
+    secret_key: SecretStr | None = Field(default=None, description="project API key sk-lf-...")
+    environment: str | None = Field(
+        default=None, description="Langfuse tracing environment (lowercase, e.g. production)"
+    )
+    sample_rate: float = Field(default=1.0, gt=0, le=1, description="share of calls traced")
+    flush_at: int = Field(default=256, ge=1, description="spans per export batch")
+    flush_interval_s: float = Field(default=2.0, gt=0, description="export at least this often")
+    timeout_s: int = Field(default=5, ge=1, description="timeout of one export request")
+    queue_size: int = Field(
+        default=10_000, ge=1, description="calls waiting to be traced; more are dropped"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LangfuseSettings:
+        if self.enabled and not (self.host and self.public_key and self.secret_key):
+            raise ValueError(
+                "observability.langfuse: host, public_key and secret_key are required when "
+                "enabled (LLMFLOW_OBSERVABILITY__LANGFUSE__HOST, __PUBLIC_KEY, __SECRET_KEY)"
+            )
+        return self
+
+
+class ObservabilitySettings(BaseModel):
+    """Traces (ARCHITECTURE §10); metrics and audit events need no settings here."""
+
+    langfuse: LangfuseSettings = Field(default_factory=LangfuseSettings)
+
+
 class TenancySettings(BaseModel):
     """Where ``llmflow tenant apply`` reconciles tenants besides Keycloak (``keycloak``).
 
@@ -353,6 +392,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     tenancy: TenancySettings = Field(default_factory=TenancySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     dify_secrets: DifySecretsSettings = Field(default_factory=DifySecretsSettings)
     dify_sso: DifySsoSettings = Field(default_factory=DifySsoSettings)
     dify: DifySettings = Field(default_factory=DifySettings)

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmflow import __version__
 from llmflow.api import (
@@ -49,6 +50,40 @@ async def _refresh_adapter_routes(rt: Runtime, every_s: float = 30.0) -> None:
         await asyncio.sleep(every_s)
 
 
+class HttpMetrics:
+    """Requests and latency per route template, as a plain ASGI middleware.
+
+    Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs every request in a
+    task group and re-streams the response through a memory channel; on the gateway's hot
+    path that cost more than the rest of the middleware stack together.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(path, method, str(status)).inc()
+            LATENCY.labels(path, method).observe(time.perf_counter() - start)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app; opens (and on shutdown closes) a Runtime unless one is handed in."""
 
@@ -70,6 +105,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             from llmflow.training.jobs import training_service
 
             await training_service(rt).recover()
+            from llmflow.dify.facade import start_facade_recovery
+
+            # ERP facade async runs of dead processes (docs/erp-facade.md, "Restarts")
+            await start_facade_recovery(rt)
             routes = asyncio.create_task(_refresh_adapter_routes(rt), name="adapter-routes")
         try:
             yield
@@ -110,16 +149,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes_training.router)
     app.include_router(routes_datasets.router)
 
-    @app.middleware("http")
-    async def _metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-        LATENCY.labels(path, request.method).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(HttpMetrics)
     return app

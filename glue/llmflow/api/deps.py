@@ -19,7 +19,9 @@ MAX_CREDENTIAL_CHARS = 32_768
 """Far above a Keycloak token with many groups; bounds the work spent on garbage."""
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hand-off on every request for one attribute read."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

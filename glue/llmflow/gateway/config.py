@@ -83,6 +83,19 @@ class GatewaySettings(BaseModel):
     quotas: dict[str, Quota] = Field(default_factory=dict, description="per tenant")
     pii_guard: bool = Field(default=True, description="apply the PII policy to prompts/answers")
     usage_store: Literal["postgres"] = "postgres"
+    audit_calls: bool = Field(
+        default=True,
+        description="an audit event (model.use) per call, written in batches off the request path",
+    )
+    health_interval_s: float = Field(
+        default=10.0, ge=0, description="active health checks of every backend; 0 = off"
+    )
+    health_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one health probe")
+    health_external: Literal["models", "skip"] = Field(
+        default="skip",
+        description="external providers: probe GET /v1/models (with the backend's API key), "
+        "or leave them to the circuit breaker alone",
+    )
 
     @model_validator(mode="after")
     def _check_routes(self) -> GatewaySettings:

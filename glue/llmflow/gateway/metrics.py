@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "llmflow_gateway_requests_total",
@@ -35,4 +35,14 @@ PII_ACTIONS = Counter(
     "llmflow_gateway_pii_actions_total",
     "PII policy actions applied by the gateway",
     ["tenant", "surface", "action"],
+)
+BACKEND_UP = Gauge(
+    "llmflow_gateway_backend_up",
+    "1 when the backend's last active health check passed, 0 when it failed",
+    ["backend"],
+)
+OBSERVER_DROPPED = Counter(
+    "llmflow_gateway_observer_dropped_total",
+    "Call events an observer (audit writer, Langfuse tracer) dropped because its queue was full",
+    ["observer"],
 )

@@ -355,8 +355,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args()
-    upstream = ScriptedUpstream("bench", chunk_delay_s=args.chunk_delay, record=False)
+    upstream = ScriptedUpstream(
+        "bench", delay_s=args.delay, chunk_delay_s=args.chunk_delay, record=False
+    )
     uvicorn.run(upstream.app(), host="127.0.0.1", port=args.port, log_level="error",
                 lifespan="off", backlog=4096)  # fmt: skip
 

@@ -25,7 +25,7 @@ import anyio
 import httpx
 
 from llmflow.errors import LLMFlowError
-from llmflow.gateway import metrics, sse
+from llmflow.gateway import calls, metrics, sse
 from llmflow.gateway.config import GatewaySettings, ModelRoute
 from llmflow.gateway.inprocess import InProcessCall, InProcessModel, InProcessModels, UnknownHandler
 from llmflow.gateway.upstream import (
@@ -40,6 +40,7 @@ from llmflow.gateway.usage import UsageLedger, UsageRecord
 
 if TYPE_CHECKING:
     from llmflow.auth.principal import Principal
+    from llmflow.gateway.health import BackendHealth
     from llmflow.pii.anonymize import PiiGuard
     from llmflow.pii.pseudonyms import Pseudonymizer, StreamRestorer
 
@@ -75,6 +76,12 @@ class CallContext:
     ttft_s: float | None = None
     chain: list[ModelRoute] = field(default_factory=list)
     """The requested model and the fallbacks this principal may use, in order."""
+    request: dict[str, Any] | None = None
+    """The body as the client sent it (for the call's trace; masked before export)."""
+    answer: str = ""
+    """The answer's text, kept only when observers want it (traces)."""
+    pii: dict[str, int] = field(default_factory=dict)
+    """Personal data found in the prompt: count per entity type."""
 
 
 class GatewayService:
@@ -93,8 +100,15 @@ class GatewayService:
         self.ledger = ledger
         self._guard = guard
         self._lora_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.observers: list[calls.CallObserver] = []
+        """Per-call audit events and traces, queued off the request path (gateway/calls.py)."""
+        self.health: BackendHealth | None = None
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.aclose()
+        for observer in self.observers:
+            await observer.aclose()
         await self.pool.close()
 
     # -- models ---------------------------------------------------------------------
@@ -152,10 +166,13 @@ class GatewayService:
                 )
             except QuotaExceeded as exc:
                 metrics.REQUESTS.labels(model, principal.tenant_id, "429").inc()
+                if self.observers:
+                    refused = CallContext(principal, route, classification, request=body)
+                    calls.deny(self.observers, refused, 429, "quota_exceeded", exc.message)
                 raise GatewayRequestError(
                     429, exc.message, "quota_exceeded", {"Retry-After": str(exc.retry_after_s)}
                 ) from exc
-        return CallContext(principal, route, classification, chain=chain)
+        return CallContext(principal, route, classification, chain=chain, request=body)
 
     async def guard_prompt(self, ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
         """The request body with the PII policy (surface ``prompt``) applied to every text
@@ -173,12 +190,16 @@ class GatewayService:
         tenant = ctx.principal.tenant_id
 
         def apply(text: str) -> str:
+            found = guard.engine.analyze(text)
+            for finding in found:  # the call's PII summary (audit), blocked prompts included
+                ctx.pii[finding.entity_type] = ctx.pii.get(finding.entity_type, 0) + 1
             result = guard.apply(
                 text,
                 Surface.PROMPT,
                 classification=ctx.classification,
                 tenant=tenant,
                 pseudonymizer=ctx.pseudonymizer,
+                findings=found,
             )
             for action in set(result.actions.values()):
                 metrics.PII_ACTIONS.labels(tenant, "prompt", action.value).inc()
@@ -188,6 +209,8 @@ class GatewayService:
             return await asyncio.to_thread(_map_prompt_texts, body, apply)
         except PiiBlocked as exc:
             metrics.REQUESTS.labels(ctx.route.name, tenant, "422").inc()
+            if self.observers:
+                calls.deny(self.observers, ctx, 422, "pii_blocked", exc.detail)
             raise GatewayRequestError(422, exc.detail, "pii_blocked") from exc
 
     async def call(self, ctx: CallContext, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +225,8 @@ class GatewayService:
             answer: dict[str, Any] = response
             answer["model"] = route.name
             await self._guard_answer(ctx, answer)
+            if self.observers:
+                ctx.answer = _answer_text(answer)
             usage = answer.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
             completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -270,6 +295,8 @@ class GatewayService:
             answer = await model.complete(self._inprocess_call(ctx), body)
             answer["model"] = ctx.route.name
             await self._guard_answer(ctx, answer)
+            if self.observers:
+                ctx.answer = _answer_text(answer)
             usage = answer.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
             completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -546,6 +573,8 @@ class GatewayService:
                     prompt_tokens, completion_tokens = await count("".join(answer_parts))
                 except Exception:  # accounting must not turn a served answer into an error
                     log.exception("token counting fallback failed")
+            if self.observers:
+                ctx.answer = "".join(answer_parts)
             self._account(ctx, status, code, prompt_tokens, completion_tokens, stream=True)
 
     def _account(
@@ -580,6 +609,10 @@ class GatewayService:
                     stream=stream,
                     error_code=code,
                 )
+            )
+        if self.observers:
+            calls.notify(
+                self.observers, ctx, status, code, prompt_tokens, completion_tokens, stream
             )
 
 

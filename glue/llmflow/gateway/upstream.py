@@ -102,6 +102,16 @@ class CircuitBreaker:
         if self.probing or self.failures >= self.failures_to_open:
             self.opened_at, self.probing = now, False
 
+    def trip(self, now: float) -> None:
+        """Open now (a failed active health check, :mod:`llmflow.gateway.health`)."""
+        self.failures = max(self.failures, self.failures_to_open)
+        self.opened_at, self.probing = now, False
+
+    def probe_now(self, now: float) -> None:
+        """An open circuit's half-open probe is due at once (its health check passed)."""
+        if self.opened_at is not None and not self.probing:
+            self.opened_at = min(self.opened_at, now - self.reset_s)
+
     @property
     def state(self) -> str:
         if self.opened_at is None:
