@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from llmflow_airgap import __version__
 from llmflow_airgap.build import BuildRequest, build_bundle
 from llmflow_airgap.bundle import HELM_BINARY
-from llmflow_airgap.errors import AirgapError
+from llmflow_airgap.errors import AirgapError, LockfileError
 from llmflow_airgap.events import Reporter
 from llmflow_airgap.lock import LockRequest, create_lock
 from llmflow_airgap.lockfile import dump_lockfile, lockfile_json_schema
@@ -107,12 +107,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from llmflow_airgap.plan import PlanInputs, build_platform_plan, default_lock_file
+    from llmflow_airgap.plan import PlanInputs, build_platform_plan, resolve_lock_file
 
     result = build_platform_plan(
         PlanInputs(
             platform_file=args.platform,
-            lock_file=args.lock or default_lock_file(args.platform),
+            lock_file=resolve_lock_file(args.platform, args.lock),
             profile=Profile(args.profile),
             registry=args.registry,
             work_dir=args.work_dir,
@@ -140,6 +140,20 @@ def _registry_mirrors(args: argparse.Namespace) -> dict[str, str]:
 
 def _chart_mirrors(args: argparse.Namespace) -> dict[str, str]:
     return dict(parse_url_mirror(spec) for spec in args.chart_mirror)
+
+
+def _dify_plugin_mirrors(args: argparse.Namespace) -> dict[str, str]:
+    mirrors = {}
+    for spec in args.dify_plugin_mirror:
+        try:
+            source, target = parse_url_mirror(spec)
+        except LockfileError as exc:
+            raise LockfileError(
+                f"--dify-plugin-mirror {spec!r} must look like "
+                "https://marketplace.dify.ai=http://mirror"
+            ) from exc
+        mirrors[source] = target
+    return mirrors
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -186,6 +200,7 @@ def _cmd_lock(args: argparse.Namespace) -> int:
             download_plugin_wheels=args.download_plugin_wheels,
             pip_command=tuple(args.pip.split()) if args.pip else (),
             dify_plugin_source_keys=tuple(args.dify_plugin_source_key),
+            dify_plugin_mirrors=_dify_plugin_mirrors(args),
         ),
         reporter,
     )
@@ -578,20 +593,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser(
         "plan",
-        help="print the install plan of a profile from platform.yaml and its lockfile",
+        help="print the install plan of a profile from platform.yaml (and its lockfile)",
         description="Print the plan `install --dry-run` would print for a bundle built from "
         "this lockfile, built by the same code (no bundle needed): preflight, chart pushes, "
         "Namespaces server-side applied before the releases, Helm releases in dependency "
         "order with values files, pinned images and health gates, the other manifests "
         "server-side applied after the last release, post-install steps. Only the image "
-        "push section differs: it lists the lockfile's images (blob counts need the bundle).",
+        "push section differs: it lists the lockfile's images (blob counts need the bundle). "
+        "Without a lockfile (none beside platform.yaml, no --lock) the same plan is printed "
+        "with every digest marked as resolved by `lock`.",
     )
     plan.add_argument("--platform", type=Path, default=DEFAULT_PLATFORM)
     plan.add_argument(
         "--lock",
         type=Path,
         default=None,
-        help="the lockfile (default: platform.lock.yaml beside --platform)",
+        help="the lockfile (default: platform.lock.yaml beside --platform when it exists; "
+        "else a plan without digests)",
     )
     plan.add_argument("--profile", choices=[p.value for p in Profile], default="standard")
     plan.add_argument(
@@ -645,7 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolve platform.yaml into a lockfile (digests and sha256 of everything)",
         description="Resolve every image tag to its index and per-platform manifest digests "
         "(OCI distribution API), every chart to the sha256 of its archive, every model to the "
-        "sha256 of each file of its pinned revision, and every wheel of the wheelhouse.",
+        "sha256 of each file of its pinned revision, every wheel of the wheelhouse, and every "
+        "Dify plugin package (downloaded from the marketplace or its source, refused unless "
+        "its signature verifies with --dify-plugin-source-key or it matches the sha256 "
+        "platform.yaml pins).",
     )
     lock.add_argument("--platform", type=Path, default=DEFAULT_PLATFORM)
     lock.add_argument(
@@ -674,8 +695,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         default=[],
-        help="RSA PUBLIC KEY PEM the source plugin packages must be signed with (e.g. Dify's "
-        "official key); repeatable",
+        help="RSA PUBLIC KEY PEM the source plugin packages must be signed with (Dify's "
+        "official key, pkg/license/public_key/PUBLIC_KEY.pem of dify-plugin-daemon, for "
+        "marketplace packages); repeatable. A plugin without a sha256 in platform.yaml needs it",
+    )
+    lock.add_argument(
+        "--dify-plugin-mirror",
+        action="append",
+        default=[],
+        metavar="URL=URL",
+        help="download plugin sources under the first prefix from the second (e.g. "
+        "https://marketplace.dify.ai=http://mirror/dify); the lockfile keeps the first. "
+        "Repeatable.",
     )
     _add_sources(lock)
     lock.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
@@ -877,9 +908,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser(
         "prune",
         help="delete site-registry images no recent release references (dry run by default)",
-        description="Keep every image and chart the --keep newest lockfiles reference (from "
-        "<work-dir>/history, written by each completed install, or --lock, newest first); "
-        "delete the other tagged manifests of LLMFlow's repositories with --apply. The "
+        description="Keep every image, chart and model artifact (models/<name>:<revision>) the "
+        "--keep newest lockfiles reference (from <work-dir>/history, written by each completed "
+        "install, or --lock, newest first); delete the other tagged manifests of LLMFlow's "
+        "repositories with --apply. The "
         "registry must allow deletes; run its garbage collector afterwards to free space.",
     )
     prune.add_argument("--registry", required=True)

@@ -61,7 +61,7 @@ from llmflow_airgap.events import Reporter, human_size
 from llmflow_airgap.gates import GateSpec, wait_for
 from llmflow_airgap.helm.base import HelmDriver, ReleaseSpec
 from llmflow_airgap.kube import KubeClient
-from llmflow_airgap.lockfile import Lockfile, load_lockfile
+from llmflow_airgap.lockfile import LOCK_API_VERSION, LOCK_KIND, Lockfile, LockSource, load_lockfile
 from llmflow_airgap.manifests import (
     FIELD_MANAGER,
     ManifestApply,
@@ -69,7 +69,7 @@ from llmflow_airgap.manifests import (
     apply_manifest,
     plan_manifests,
 )
-from llmflow_airgap.overlay import Rewrite, pin_images
+from llmflow_airgap.overlay import UNRESOLVED_DIGEST, Rewrite, pin_images
 from llmflow_airgap.platform import (
     Component,
     DifyTenancyMode,
@@ -372,6 +372,9 @@ class PlanRequest:
     tenant_values: Path | None = None
     min_free_bytes: int = 1024**3
     post_install: tuple[PostInstallStep, ...] = ()
+    # False: `plan` before `lock` — no lockfile is read; charts and images are platform.yaml's,
+    # their digests shown as `UNRESOLVED_DIGEST`.
+    locked: bool = True
 
 
 def _release_values(
@@ -433,6 +436,7 @@ def _tenant_releases(
     component: Component,
     signing: bytes | None,
     lock: Lockfile,
+    unresolved: tuple[str, ...] = (),
 ) -> list[ReleasePlan]:
     """One dify release per `--tenant-values` overlay (see `dify_tenants`)."""
     assert request.tenant_values is not None
@@ -458,7 +462,9 @@ def _tenant_releases(
                 f"{overlay.file}: the tenant's values break the chart's values.schema.json: "
                 + "; ".join(errors[:5])
             )
-        values, rewrites = pin_images(layered, lock.images, platform.registry.host, site)
+        values, rewrites = pin_images(
+            layered, lock.images, platform.registry.host, site, unresolved
+        )
         before: list[ClusterStep] = [DifyCredentials(overlay.namespace, component.namespace)]
         if signing is not None:
             before.append(PluginSigningKey(overlay.namespace, signing))
@@ -491,10 +497,18 @@ def build_plan(request: PlanRequest) -> InstallPlan:
     """Read the bundle and platform.yaml into an install plan (no network)."""
     bundle = request.bundle
     lock_path = bundle / LOCK_NAME
-    lock = load_lockfile(lock_path)
-    lock_sha, _ = sha256_file(lock_path)
+    if request.locked:
+        lock = load_lockfile(lock_path)
+        lock_sha, _ = sha256_file(lock_path)
     platform = load_platform(request.platform_file)
     platform_sha, _ = sha256_file(request.platform_file)
+    unresolved: tuple[str, ...] = ()
+    if not request.locked:
+        meta = platform.metadata
+        source = LockSource(name=meta.name, version=meta.version, sha256=platform_sha)
+        lock = Lockfile(apiVersion=LOCK_API_VERSION, kind=LOCK_KIND, platform=source)
+        lock_sha = ""
+        unresolved = tuple(image for c in platform.components for image in c.images)
     if platform_sha != lock.platform.sha256:
         raise BundleError(
             f"{request.platform_file} is not the platform.yaml the bundle was locked from "
@@ -512,8 +526,10 @@ def build_plan(request: PlanRequest) -> InstallPlan:
         if request.profile not in component.profiles:
             continue
         chart = charts_by_component.get(component.name)
-        if chart is None:
+        if chart is None and request.locked:
             raise BundleError(f"the bundle's lockfile has no chart for component {component.name}")
+        chart_name, chart_version = component.chart.name, component.chart.version
+        chart_digest = chart.digest if chart is not None else UNRESOLVED_DIGEST
         namespaces = [component.namespace]
         shared_dify = platform.tenancy.dify_mode is not DifyTenancyMode.INSTANCE_PER_TENANT
         if component.scope == "tenant" and shared_dify:
@@ -531,16 +547,16 @@ def build_plan(request: PlanRequest) -> InstallPlan:
                     f"{component.name} is installed per tenant: no --tenant given, so none now"
                 )
         files, merged = _release_values(root, component, request.profile)
-        values, rewrites = pin_images(merged, lock.images, platform.registry.host, site)
+        values, rewrites = pin_images(merged, lock.images, platform.registry.host, site, unresolved)
         timeout = max([600, *(c.timeout_seconds for c in component.health_checks)])
         for namespace in namespaces:
             release = ReleasePlan(
                 component=component.name,
                 name=component.name,
                 namespace=namespace,
-                chart=bundle / CHARTS_DIR / f"{chart.name}-{chart.version}.tgz",
-                chart_label=f"{chart.name} {chart.version}",
-                chart_digest=chart.digest,
+                chart=bundle / CHARTS_DIR / f"{chart_name}-{chart_version}.tgz",
+                chart_label=f"{chart_name} {chart_version}",
+                chart_digest=chart_digest,
                 values_files=files,
                 values=values,
                 rewrites=rewrites,
@@ -568,16 +584,16 @@ def build_plan(request: PlanRequest) -> InstallPlan:
                     component=component.name,
                     name=component.name,
                     namespace=component.namespace,
-                    chart=bundle / CHARTS_DIR / f"{chart.name}-{chart.version}.tgz",
-                    chart_label=f"{chart.name} {chart.version}",
-                    chart_digest=chart.digest,
+                    chart=bundle / CHARTS_DIR / f"{chart_name}-{chart_version}.tgz",
+                    chart_label=f"{chart_name} {chart_version}",
+                    chart_digest=chart_digest,
                     values_files=files,
                     values=merged,
                     rewrites=[],
                     timeout_s=timeout,
                 )
                 releases += _tenant_releases(
-                    request, root, platform, template, merged, component, signing, lock
+                    request, root, platform, template, merged, component, signing, lock, unresolved
                 )
     if request.tenant_values is not None and not any(r.tenant for r in releases):
         raise TenantOverlayError(

@@ -71,8 +71,12 @@ class LockRequest:
     download_plugin_wheels: bool = False
     pip_command: tuple[str, ...] = ()
     # Keys (RSA PUBLIC KEY PEM, e.g. the daemon's official pkg/license/public_key) the source
-    # packages' own signatures must verify with; none: the platform.yaml sha256 is the anchor.
+    # packages' own signatures must verify with; none: the platform.yaml sha256 is the anchor
+    # (a plugin with neither is refused).
     dify_plugin_source_keys: tuple[Path, ...] = ()
+    # `https://marketplace.dify.ai=http://mirror/...`: where plugin downloads really go; the
+    # lockfile keeps the canonical URL.
+    dify_plugin_mirrors: Mapping[str, str] = field(default_factory=dict)
 
 
 def platform_string(entry: Mapping[str, object]) -> str:
@@ -328,15 +332,20 @@ def _lock_dify_plugins(
                 pip_command=pip,
                 http=http,
                 source_keys=request.dify_plugin_source_keys,
+                mirrors=request.dify_plugin_mirrors,
             )
             locked.append(entry)
             report.event(
                 "dify-plugin.locked",
                 f"dify plugin {entry.id}:{entry.version} -> {entry.sha256} "
-                f"({len(entry.wheels)} wheels)",
+                f"({len(entry.wheels)} wheels"
+                + (f", signed by {entry.source_signer}" if entry.source_signer else "")
+                + ")",
                 plugin=entry.id,
                 version=entry.version,
                 sha256=entry.sha256,
+                size=entry.size,
+                signer=entry.source_signer,
                 wheels=len(entry.wheels),
             )
     return locked

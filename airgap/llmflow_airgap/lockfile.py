@@ -114,7 +114,14 @@ class LockedDifyPlugin(_Strict):
 
     id: str = Field(description="author/name")
     version: str
-    source: str = Field(description="As platform.yaml names it (URL or file name).")
+    source: str = Field(
+        description="As platform.yaml names it (`marketplace`, an https:// URL or a file name)."
+    )
+    url: str | None = Field(
+        default=None,
+        description="Where `lock` downloaded the package (the marketplace endpoint or the "
+        "https:// source, before any --dify-plugin-mirror); absent for a local file.",
+    )
     sha256: Digest = Field(description="sha256 of the source .difypkg.")
     size: int = Field(ge=0)
     authorized_category: Literal["langgenius", "partner", "community"] = Field(
@@ -125,11 +132,30 @@ class LockedDifyPlugin(_Strict):
         alias="sourceVerified",
         description="The source package's own signature verified with a key given to lock.",
     )
+    source_signer: Digest | None = Field(
+        default=None,
+        alias="sourceSigner",
+        description="The key that verified it: sha256 of its DER SubjectPublicKeyInfo "
+        "(`openssl rsa -RSAPublicKey_in -in KEY.pem -pubout -outform DER | sha256sum`).",
+    )
+    source_signed_at: int | None = Field(
+        default=None,
+        alias="sourceSignedAt",
+        description="Signing time the source package's signature covers (unix seconds).",
+    )
     python_version: str = Field(alias="pythonVersion")
     architectures: list[str] = Field(min_length=1)
     wheels: list[LockedWheel] = Field(
         default_factory=list, description="Files of <dify-plugin-wheels>/<author>__<name>-<ver>/"
     )
+
+    @property
+    def download_url(self) -> str | None:
+        """Where the source package is downloaded from (lockfiles written before `url`
+        existed name an https:// source only in `source`)."""
+        if self.url is not None:
+            return self.url
+        return self.source if self.source.startswith("https://") else None
 
 
 class LockSource(_Strict):

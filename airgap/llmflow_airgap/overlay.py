@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from llmflow_airgap.errors import AirgapError
 from llmflow_airgap.images import ImageRef, ImageRefError, parse_image
@@ -24,6 +24,8 @@ from llmflow_airgap.lockfile import LockedImage
 
 # Keys whose string value is a whole image reference (same list as images.py).
 _IMAGE_STRING_KEYS = frozenset({"image", "imageName", "customImage", "imageOverride"})
+# What `plan` shows in place of a digest before there is a lockfile.
+UNRESOLVED_DIGEST: Final = "<digest resolved by `lock`>"
 
 
 class OverlayError(AirgapError):
@@ -42,11 +44,16 @@ class Rewrite:
 class LockIndex:
     """Locked images by repository path (the part the site registry keeps)."""
 
-    def __init__(self, images: Iterable[LockedImage]) -> None:
+    def __init__(self, images: Iterable[LockedImage], unresolved: Iterable[str] = ()) -> None:
         self._by_path: dict[str, dict[str, str]] = {}
         for image in images:
             ref = parse_image(image.reference)
             self._by_path.setdefault(ref.path, {})[image.tag] = image.digest
+        # platform.yaml references not locked yet (`plan` without a lockfile)
+        for text in unresolved:
+            ref = parse_image(text)
+            if ref.tag is not None:
+                self._by_path.setdefault(ref.path, {}).setdefault(ref.tag, UNRESOLVED_DIGEST)
 
     def digest(self, path: str, tag: str | None) -> str | None:
         """Digest of `path:tag`; without a tag, the only locked tag of `path` if unique."""
@@ -82,6 +89,8 @@ class _Pinner:
             raise OverlayError(
                 f"{where}: image {text} is not in the lockfile (lock it, or fix the overlay)"
             )
+        if digest == UNRESOLVED_DIGEST and ref.digest is not None:
+            digest = ref.digest  # the overlay's own pin: the lockfile will have to agree
         if ref.digest is not None and ref.digest != digest:
             raise OverlayError(
                 f"{where}: image {text} pins {ref.digest} but the lockfile has {digest}: "
@@ -178,13 +187,19 @@ class _Pinner:
 
 
 def pin_images(
-    values: dict[str, Any], images: Iterable[LockedImage], overlay_host: str, site: str
+    values: dict[str, Any],
+    images: Iterable[LockedImage],
+    overlay_host: str,
+    site: str,
+    unresolved: Iterable[str] = (),
 ) -> tuple[dict[str, Any], list[Rewrite]]:
     """A copy of `values` with every image of ours at `site`, pinned to its locked digest.
 
     Images at `overlay_host` (platform.yaml's `registry.host`) or already at `site` are
     rewritten; references to other registries are left alone (`validate` reports those).
+    `unresolved` references (platform.yaml's, before `lock`) get `UNRESOLVED_DIGEST`.
     """
-    pinner = _Pinner(LockIndex(images), frozenset({overlay_host, site}), site, [])
+    index = LockIndex(images, unresolved)
+    pinner = _Pinner(index, frozenset({overlay_host, site}), site, [])
     out = pinner.walk(copy.deepcopy(values), "")
     return out, pinner.rewrites

@@ -15,8 +15,12 @@ that depends on bundle contents, the per-image blob counts of `push-images`, is 
 the lockfile's image list; everything else is printed exactly as `install --dry-run` prints it
 for a bundle built from the same lockfile, with the bundle path shown as `<bundle>`.
 
-A lockfile is required: without one there are no digests to pin images to, and a plan that
-left them out would not be the plan `install` runs.
+Without a lockfile (a plain checkout, before `lock`) the plan is built by the same code with
+nothing resolved (`PlanRequest.locked=False`): preflight, Namespaces, cluster objects,
+releases in the same order with the same values files, gates, manifests and post-install
+steps are exactly what a locked plan shows; where a digest would be, the image and chart lines
+say it is resolved by `lock` (`overlay.UNRESOLVED_DIGEST`), and the image and chart sections
+list platform.yaml's references. A `--lock` that names a missing file is still an error.
 """
 
 from __future__ import annotations
@@ -29,24 +33,29 @@ from pathlib import Path
 from typing import Any
 
 from llmflow_airgap.bundle import IMAGES_DIR, LOCK_NAME, OCI_LAYOUT_VERSION
+from llmflow_airgap.chart_push import CHARTS_REPOSITORY_PREFIX
 from llmflow_airgap.difyplugin_bundle import PUBLIC_KEY_NAME
 from llmflow_airgap.errors import LockfileError
 from llmflow_airgap.images import parse_image
 from llmflow_airgap.install import InstallPlan, PlanRequest, build_plan
 from llmflow_airgap.lockfile import Lockfile
-from llmflow_airgap.platform import Profile, load_platform
+from llmflow_airgap.platform import Platform, Profile, load_platform
 from llmflow_airgap.registry import OCI_INDEX
 
 BUNDLE_PLACEHOLDER = "<bundle>"
 PUSH_IMAGES_TITLE = "Push images to "
+PUSH_CHARTS_TITLE = "Push charts to "
+UNLOCKED_HEADER = "(no lockfile: digests resolved by `lock`)"
+UNLOCKED_LINE = "(digest resolved by `lock`)"
 
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """What `plan` needs: platform.yaml, its lockfile, and the install options."""
+    """What `plan` needs: platform.yaml, its lockfile (None: plan before `lock`), and the
+    install options."""
 
     platform_file: Path
-    lock_file: Path
+    lock_file: Path | None
     profile: Profile
     registry: str | None = None
     work_dir: Path = Path(".llmflow-install")
@@ -62,6 +71,7 @@ class PlatformPlan:
 
     plan: InstallPlan
     lock: Lockfile
+    locked: bool
     text: list[str]
     document: dict[str, Any]
 
@@ -71,8 +81,18 @@ def default_lock_file(platform_file: Path) -> Path:
     return platform_file.with_name(LOCK_NAME)
 
 
+def resolve_lock_file(platform_file: Path, given: Path | None) -> Path | None:
+    """The lockfile `plan` reads: `--lock` when given (it must exist), else
+    `platform.lock.yaml` beside platform.yaml when there is one, else None (unlocked)."""
+    if given is not None:
+        return given
+    default = default_lock_file(platform_file)
+    return default if default.is_file() else None
+
+
 def _write_view(root: Path, inputs: PlanInputs) -> None:
-    shutil.copyfile(inputs.lock_file, root / LOCK_NAME)
+    if inputs.lock_file is not None:
+        shutil.copyfile(inputs.lock_file, root / LOCK_NAME)
     layout = root / IMAGES_DIR
     layout.mkdir()
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
@@ -97,11 +117,45 @@ def _image_lines(lock: Lockfile, registry: str) -> list[str]:
     return lines
 
 
-def replace_push_images(lines: list[str], replacement: list[str]) -> list[str]:
-    """`lines` with the body of the push-images section swapped for `replacement`."""
-    start = next(i for i, line in enumerate(lines) if line.startswith(PUSH_IMAGES_TITLE))
+def _unlocked_image_lines(platform: Platform, registry: str) -> list[str]:
+    references = sorted({image for c in platform.components for image in c.images})
+    lines = [
+        f"  {reference} -> {parse_image(reference).mirrored(registry)} {UNLOCKED_LINE}"
+        for reference in references
+    ]
+    lines.append(
+        f"  {len(references)} images from platform.yaml (digests, blob counts and sizes are "
+        "resolved by `lock` and `build`)"
+    )
+    return lines
+
+
+def _unlocked_charts(platform: Platform) -> list[dict[str, str]]:
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for comp in platform.components:
+        key = (comp.chart.name, comp.chart.version)
+        tag = comp.chart.version.replace("+", "_")
+        seen.setdefault(
+            key,
+            {
+                "chart": f"{comp.chart.name}-{comp.chart.version}",
+                "target": f"{CHARTS_REPOSITORY_PREFIX}/{comp.chart.name}:{tag}",
+            },
+        )
+    return list(seen.values())
+
+
+def replace_section(lines: list[str], title: str, replacement: list[str]) -> list[str]:
+    """`lines` with the body of the section whose heading starts with `title` swapped for
+    `replacement` (a section ends at the next empty line)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
     end = lines.index("", start)
     return [*lines[: start + 1], *replacement, *lines[end:]]
+
+
+def replace_push_images(lines: list[str], replacement: list[str]) -> list[str]:
+    """`lines` with the body of the push-images section swapped for `replacement`."""
+    return replace_section(lines, PUSH_IMAGES_TITLE, replacement)
 
 
 def normalise_bundle_path(lines: list[str], bundle: Path) -> list[str]:
@@ -110,11 +164,14 @@ def normalise_bundle_path(lines: list[str], bundle: Path) -> list[str]:
 
 
 def build_platform_plan(inputs: PlanInputs) -> PlatformPlan:
-    """The install plan for `inputs.profile`, from platform.yaml and its lockfile only."""
-    if not inputs.lock_file.is_file():
+    """The install plan for `inputs.profile`, from platform.yaml and its lockfile (or, with
+    `lock_file=None`, from platform.yaml alone, digests left to `lock`)."""
+    locked = inputs.lock_file is not None
+    if inputs.lock_file is not None and not inputs.lock_file.is_file():
         raise LockfileError(
             f"no lockfile at {inputs.lock_file}: the plan pins every image by the digest the "
-            "lockfile records; run `llmflow-airgap lock` first or pass --lock"
+            "lockfile records; run `llmflow-airgap lock` first, or leave out --lock for a "
+            "plan whose digests are still to be resolved"
         )
     platform = load_platform(inputs.platform_file)
     registry = inputs.registry or platform.registry.host
@@ -131,19 +188,42 @@ def build_platform_plan(inputs: PlanInputs) -> PlatformPlan:
                 tenants=inputs.tenants,
                 tenant_values=inputs.tenant_values,
                 min_free_bytes=inputs.min_free_bytes,
+                locked=locked,
             )
         )
         lock = plan.lock
-        text = replace_push_images(plan.lines(), _image_lines(lock, plan.registry_host))
+        host = plan.registry_host
+        text = plan.lines()
+        if locked:
+            text = replace_push_images(text, _image_lines(lock, host))
+        else:
+            text[0] = text[0].replace("(lock ), ", f"{UNLOCKED_HEADER}, ")
+            text = replace_push_images(text, _unlocked_image_lines(platform, host))
+            charts = _unlocked_charts(platform)
+            text = replace_section(
+                text,
+                PUSH_CHARTS_TITLE,
+                [f"  chart/{c['chart']} -> {c['target']} {UNLOCKED_LINE}" for c in charts],
+            )
         text = normalise_bundle_path(text, view)
         document = json.loads(json.dumps(plan.to_json()).replace(str(view), BUNDLE_PLACEHOLDER))
-    document["images"] = [
-        {
-            "source": image.reference,
-            "digest": image.digest,
-            "target": str(parse_image(image.reference).mirrored(plan.registry_host)),
-        }
-        for image in lock.images
-    ]
+    if locked:
+        document["images"] = [
+            {
+                "source": image.reference,
+                "digest": image.digest,
+                "target": str(parse_image(image.reference).mirrored(host)),
+            }
+            for image in lock.images
+        ]
+    else:
+        document["lockSha256"] = None
+        document["images"] = [
+            {"source": ref, "digest": None, "target": str(parse_image(ref).mirrored(host))}
+            for ref in sorted({image for c in platform.components for image in c.images})
+        ]
+        document["charts"] = [
+            {"chart": c["chart"], "target": c["target"], "bytes": None} for c in charts
+        ]
     document["bundle"] = None
-    return PlatformPlan(plan=plan, lock=lock, text=text, document=document)
+    return PlatformPlan(plan=plan, lock=lock, locked=locked, text=text, document=document)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -307,11 +307,19 @@ def _default_architectures() -> list[Architecture]:
     return ["x86_64"]
 
 
+MARKETPLACE_SOURCE: Final = "marketplace"
+"""`source: marketplace`: Dify's marketplace download endpoint for the plugin's version."""
+
+
 class DifyPlugin(_Strict):
     """A Dify plugin package the bundle repackages with its wheels and re-signs (issue 10).
 
-    The source package is pinned by sha256 so `lock` fails when the marketplace or a mirror
-    serves other bytes under the same name.
+    Named like an image is named by tag: author/name, version and where it comes from. `lock`
+    (the connected step) fetches the package, checks that its own signature verifies with a
+    key the operator trusts (Dify's official marketplace key, `--dify-plugin-source-key`) and
+    records its sha256 and size in the lockfile, which `build` then holds it to. A `sha256`
+    here is optional: when present the package must also hash to it, and it lets `lock`
+    accept a package no trusted key signed (a community package from a file or URL).
     """
 
     id: str = Field(
@@ -320,10 +328,19 @@ class DifyPlugin(_Strict):
     )
     version: str = Field(pattern=r"^[0-9]{1,4}(\.[0-9]{1,4}){1,3}(-\w{1,16})?$")
     source: str = Field(
-        description="https:// URL of the .difypkg, or its file name in the directory given "
-        "to `lock`/`build` with --dify-plugins-dir.",
+        default=MARKETPLACE_SOURCE,
+        description="`marketplace` (default): Dify's marketplace download endpoint "
+        "`<marketplace>/api/v1/plugins/<author>/<name>/<version>/download`; or an https:// "
+        "URL of the .difypkg; or its file name in the directory given to `lock`/`build` with "
+        "--dify-plugins-dir.",
     )
-    sha256: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="Of the source package.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Of the source package, when known beforehand; `lock` records it anyway. "
+        "Without it `lock` needs a --dify-plugin-source-key the package's signature verifies "
+        "with.",
+    )
     purpose: str
     authorized_category: Literal["langgenius", "partner", "community"] | None = Field(
         default=None,
@@ -340,11 +357,28 @@ class DifyPlugin(_Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
+        if value == MARKETPLACE_SOURCE:
+            return value
         if "://" in value and not value.startswith("https://"):
-            raise ValueError("plugin source must be https:// or a file name")
+            raise ValueError("plugin source must be `marketplace`, https:// or a file name")
         if "://" not in value and ("/" in value or not value.endswith(".difypkg")):
             raise ValueError("plugin source file must be a bare `<name>.difypkg`")
         return value
+
+    @property
+    def author(self) -> str:
+        """The `author` half of the id."""
+        return self.id.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The `name` half of the id."""
+        return self.id.split("/", 1)[1]
+
+    @property
+    def is_local(self) -> bool:
+        """The source is a file of --dify-plugins-dir (nothing to download)."""
+        return self.source != MARKETPLACE_SOURCE and "://" not in self.source
 
 
 class Platform(_Strict):

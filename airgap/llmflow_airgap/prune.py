@@ -1,10 +1,15 @@
 """`llmflow-airgap prune`: remove images of old releases from the site registry.
 
 Every completed install keeps its lockfile under `<work-dir>/history/`. `prune --keep N`
-keeps every image manifest (index and per-platform manifests) and chart that one of the N
-newest lockfiles references, and deletes the other tagged manifests — but only in the
-repositories some LLMFlow lockfile ever used, so nothing else on a shared registry is touched.
-It is a dry run unless `--apply` is given.
+keeps every image manifest (index and per-platform manifests), chart and model artifact that
+one of the N newest lockfiles references, and deletes the other tagged manifests — but only
+in the repositories some LLMFlow lockfile ever used, so nothing else on a shared registry is
+touched. It is a dry run unless `--apply` is given.
+
+Model artifacts (`build --model-artifacts`, pushed as `models/<served-name>:<revision>`) are
+not listed in the lockfile as images, but they are a pure function of it
+(`modelartifact.model_artifact`): the manifest digest a kept release pushed is recomputed from
+its locked model, so an old revision's artifact is recognised and removed like an old image.
 
 Deletion goes through the distribution API (`DELETE /v2/<repo>/manifests/<digest>`); the
 registry must allow it (docker-registry: `storage.delete.enabled: true`), and its garbage
@@ -19,6 +24,7 @@ from llmflow_airgap.chart_push import CHARTS_REPOSITORY_PREFIX
 from llmflow_airgap.events import Reporter
 from llmflow_airgap.images import parse_image
 from llmflow_airgap.lockfile import Lockfile
+from llmflow_airgap.modelartifact import model_artifact, repository_name
 from llmflow_airgap.registry import RegistryClient, endpoint_url
 
 
@@ -62,6 +68,8 @@ def prune_registry(
     }
     image_repos = sorted({parse_image(i.reference).path for lock in history for i in lock.images})
     chart_names = sorted({c.name for lock in history for c in lock.charts})
+    model_repos = sorted({repository_name(m.name) for lock in history for m in lock.models})
+    keep_models = {model_artifact(m).digest for lock in kept_locks for m in lock.models}
     host = registry.split("://", 1)[-1].rstrip("/")
     result = PruneResult(applied=apply)
     with RegistryClient({host: endpoint_url(registry)}) as client:
@@ -91,6 +99,16 @@ def prune_registry(
                     continue
                 label = f"{host}/{repo}:{tag}@{digest}"
                 if (name, tag) in keep_charts:
+                    result.kept.append(label)
+                else:
+                    doomed.append((repo, digest, label))
+        for repo in model_repos:
+            for tag in client.tags(host, repo):
+                digest = client.manifest_digest(host, repo, tag)
+                if digest is None:
+                    continue
+                label = f"{host}/{repo}:{tag}@{digest}"
+                if digest in keep_models:
                     result.kept.append(label)
                 else:
                     doomed.append((repo, digest, label))
