@@ -5,9 +5,9 @@
   history) and stored sealed; no command or API prints it again.
 * ``apps list``, ``apps remove``, ``apps callback-secret`` (the per-tenant HMAC secret the
   ERP's receiver verifies callbacks with; ``--rotate`` replaces it).
-* ``dify offboard --tenant T [--dry-run]``: removes from the tenant's Dify workspace every
-  member Keycloak no longer entitles (mounted under the ``dify`` group by
-  :func:`register_dify`).
+* ``dify offboard --tenant T | --all-tenants [--dry-run]``: removes from the tenant's (every
+  tenant's) Dify workspace every member Keycloak no longer entitles (mounted under the
+  ``dify`` group by :func:`register_dify`).
 """
 
 from __future__ import annotations
@@ -123,25 +123,75 @@ def callback_secret(
 
 
 def offboard(
-    tenant: Annotated[str, typer.Option("--tenant", "-t", help="tenant whose Dify to reconcile")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="tenant whose Dify to reconcile")
+    ] = None,
+    all_tenants: Annotated[
+        bool,
+        typer.Option(
+            "--all-tenants",
+            help="every tenant of the Keycloak realm (/tenants/<tenant> groups) and every "
+            "tenant with its own Dify configured; exits 1 if any failed, after trying all",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="only report what would change")] = False,
 ) -> None:
     """Remove Dify members Keycloak no longer entitles (disabled, deleted, out of the tenant
     group or without a mapped role) and align the others' roles."""
-    from llmflow.cli import run
-    from llmflow.dify.sso import KeycloakDirectory, offboard_tenant
+    import asyncio
+    import logging
 
-    async def go(rt: Any) -> dict[str, Any]:
-        entitled = await KeycloakDirectory(rt.settings.keycloak).entitlements(tenant)
-        s = rt.settings
-        report = await offboard_tenant(
+    from llmflow.cli import _settings, err, quiet_third_party_logs
+    from llmflow.dify.sso import (
+        KeycloakDirectory,
+        WorkspaceOffboarding,
+        configured_tenants,
+        offboard_tenants,
+    )
+    from llmflow.errors import LLMFlowError
+
+    if (tenant is None) == (not all_tenants):
+        raise typer.BadParameter("give exactly one of --tenant T and --all-tenants")
+    s = _settings()
+    logging.basicConfig(
+        level=s.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    quiet_third_party_logs()
+    directory = KeycloakDirectory(s.keycloak)
+
+    async def go() -> list[WorkspaceOffboarding]:
+        # Offboarding reads Keycloak and calls Dify only: no Runtime (database) is opened.
+        known = set(await directory.tenants()) | configured_tenants(s.dify_sso, s.dify)
+        if tenant is not None and tenant not in known:
+            known.add(tenant)
+        results = await offboard_tenants(
             s.dify_sso,
-            tenant,
-            entitled,
+            known,
+            directory,
             dry_run=dry_run,
             dify=s.dify,
-            namespace=s.tenancy.namespace_prefix + tenant,
+            namespace_prefix=s.tenancy.namespace_prefix,
+            # --tenant: the workspace serving it (shared mode: with the tenants it shares).
+            only_workspace_of=tenant,
         )
-        return {"tenant": tenant, "dry_run": dry_run, **report.to_dict()}
+        return results
 
-    sys.stdout.write(json.dumps(run(go), ensure_ascii=False, indent=2) + "\n")
+    try:
+        results = asyncio.run(go())
+    except LLMFlowError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+    failed = sorted(t for r in results if r.failed for t in r.tenants)
+    document: dict[str, Any] = {
+        "dry_run": dry_run,
+        "workspaces": [r.to_dict() for r in results],
+        "failed": failed,
+    }
+    if tenant is not None:
+        document = {"tenant": tenant, **document}
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    if failed:
+        err.print(f"[red]offboarding failed for:[/red] {', '.join(failed)}")
+        raise typer.Exit(1)

@@ -576,3 +576,63 @@ async def test_an_async_run_the_pii_policy_blocks_fails_with_a_callback(
     assert run["status"] == "failed" and run["error"]["code"] == "pii_blocked"
     stored = await api.get(f"/v1/runs/{run_id}", headers=erp_token(realm, "project-ai"))
     assert stored.json()["status"] == "failed"  # not left 'running'
+
+
+async def test_a_keyed_blocking_run_whose_process_died_is_failed_not_in_flight_forever(
+    api: httpx.AsyncClient, realm: KeycloakRealm, runtime: Any, dify: FakeDifyService
+) -> None:
+    """The process serving a keyed blocking run dies mid-run: the client's retry gets 409
+    while the lease holds, then — once another process's recovery has failed the run
+    ``interrupted`` — the failed run, never a second call to Dify."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from llmflow.dify.facade import FacadeService, facade
+    from llmflow.dify.secrets import runtime_box
+
+    slow = dify.add_app("workflow", "slow-block-po", stall_s=1.0)
+    await facade(runtime).apps.register(TENANT, "slow-block-po", "workflow", dify.url, slow.key)
+    body = {"inputs": {"po_number": "PO-610"}}
+    headers = {**erp_token(realm), "Idempotency-Key": "po-610"}
+    calls = [x["app"] for x in dify.received].count("slow-block-po")
+    first = asyncio.create_task(api.post("/v1/apps/slow-block-po/run", json=body, headers=headers))
+    for _ in range(100):
+        if [x["app"] for x in dify.received].count("slow-block-po") > calls:
+            break
+        await asyncio.sleep(0.02)
+    in_flight = await api.post("/v1/apps/slow-block-po/run", json=body, headers=headers)
+    assert in_flight.status_code == 409
+    # The process dies: the request's work ends without a word, the lease runs out.
+    first.cancel()
+    await asyncio.wait([first])
+    async with runtime.sessions() as s:
+        run_id = (
+            await s.execute(
+                text(
+                    "UPDATE facade_runs SET lease_until = now() - interval '1 second' "
+                    "WHERE tenant_id = :t AND idempotency_key = 'po-610' RETURNING id"
+                ),
+                {"t": TENANT},
+            )
+        ).scalar_one()
+        await s.commit()
+    assert (
+        await api.post("/v1/apps/slow-block-po/run", json=body, headers=headers)
+    ).status_code == 409
+
+    other = FacadeService(runtime, runtime.settings.facade, runtime_box(runtime))
+    try:
+        assert await other.recover() == 1
+        await other.drain(timeout_s=60)
+    finally:
+        await other.aclose()
+    retry = await api.post("/v1/apps/slow-block-po/run", json=body, headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    run = retry.json()
+    assert run["id"] == run_id and run["status"] == "failed"
+    assert run["error"]["code"] == "interrupted" and run["recovered"] is True
+    assert [x["app"] for x in dify.received].count("slow-block-po") == calls + 1  # once
+    finished = await audit_rows(runtime, "app.run.finished", "slow-block-po")
+    assert [r["details"]["error_code"] for r in finished] == ["interrupted"]

@@ -435,3 +435,143 @@ async def test_a_serving_process_takes_over_at_start_and_then_periodically(
     finally:
         await service.aclose()
         install_facade(runtime, before)
+
+
+async def test_abandoned_blocking_and_streaming_runs_fail_as_interrupted(
+    runtime: Any,
+    dify: FakeDifyService,
+    receiver: Receiver,
+    apps: dict[str, ScriptedApp],
+    replicas: list[Any],
+) -> None:
+    """A blocking or streaming run whose process died stays ``running`` no longer: recovery
+    fails it ``interrupted`` (no callback: these runs have none), and a retry with the same
+    Idempotency-Key gets that failed run instead of 409 forever."""
+    from llmflow.auth.principal import Principal
+    from llmflow.dify.facade import RunRequest, request_hash
+
+    erp = Principal(
+        tenant_id=TENANT, subject="service-account-erp", kind="service", client_id="erp"
+    )
+    no_callback: dict[str, Any] = {"callback_url": None, "callback_status": None}
+    runs: dict[str, str] = {}
+    for delivery in ("blocking", "streaming"):
+        request = RunRequest(inputs={"po_number": f"PO-{delivery}"}, response_mode=delivery)  # type: ignore[arg-type]
+        runs[delivery] = await dead_run(
+            runtime,
+            receiver,
+            "summary",
+            "workflow",
+            delivery=delivery,
+            idempotency_key=f"erp-{delivery}-{uuid.uuid4().hex[:8]}",
+            request_hash=request_hash("summary", request),
+            dify_user_sealed=None,
+            **no_callback,
+        )
+    live = await dead_run(
+        runtime,
+        receiver,
+        "summary",
+        "workflow",
+        delivery="blocking",
+        lease_left_s=60,
+        **no_callback,
+    )
+    # A row an older release wrote without a lease, still within a request's life.
+    unleased = await dead_run(
+        runtime,
+        receiver,
+        "summary",
+        "workflow",
+        delivery="streaming",
+        owner=None,
+        lease_until=None,
+        **no_callback,
+    )
+    submitted, delivered = len(dify.received), len(receiver.deliveries)
+    assert await replicas[0].recover() == 2
+    await replicas[0].drain(timeout_s=60)
+    assert len(dify.received) == submitted  # never re-submitted
+    assert len(receiver.deliveries) == delivered  # no callback for these modes
+    for delivery, run_id in runs.items():
+        stored = await row(runtime, run_id)
+        assert stored["status"] == "failed", delivery
+        assert stored["error"]["code"] == "interrupted"
+        assert "new Idempotency-Key" in stored["error"]["message"]
+        assert stored["finished_at"] is not None
+        assert stored["owner"] is None and stored["lease_until"] is None
+        # The client's retry with the same key: the failed run, not "still in progress".
+        key = stored["idempotency_key"]
+        request = RunRequest(inputs={"po_number": f"PO-{delivery}"}, response_mode=delivery)  # type: ignore[arg-type]
+        again = await replicas[1].start(
+            erp, await replicas[1].apps.get(TENANT, "summary"), request, key
+        )
+        assert not again.fresh and again.record.id == run_id
+        assert again.record.status == "failed"
+        shown = again.record.to_dict()
+        assert shown["error"]["code"] == "interrupted" and shown["recovered"] is True
+        assert shown["callback"] is None
+    assert (await row(runtime, live))["status"] == "running"  # its process is alive
+    assert (await row(runtime, unleased))["status"] == "running"
+    async with runtime.sessions() as s:
+        audited = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT details FROM audit_events WHERE action = 'app.run.finished' "
+                        "AND tenant_id = :t"
+                    ),
+                    {"t": TENANT},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        mine = [d for d in audited if d.get("run_id") in runs.values()]
+        assert sorted(d["response_mode"] for d in mine) == ["blocking", "streaming"]
+        assert all(d["error_code"] == "interrupted" for d in mine)
+        await s.execute(
+            text("DELETE FROM facade_runs WHERE id = ANY(:ids)"), {"ids": [live, unleased]}
+        )
+        await s.commit()
+
+
+async def test_a_blocking_run_renews_its_lease_while_dify_works(
+    runtime: Any,
+    dify: FakeDifyService,
+    apps: dict[str, ScriptedApp],
+    replicas: list[Any],
+) -> None:
+    """The serving process keeps its keyed blocking run leased: another replica's recovery
+    leaves it alone however long Dify takes, and the finished row holds no lease."""
+    from llmflow.auth.principal import Principal
+    from llmflow.dify.facade import AppRegistry, FacadeService, RunRequest
+    from llmflow.dify.secrets import runtime_box
+
+    slow = dify.add_app("workflow", "slow-block", stall_s=1.2)
+    await AppRegistry(runtime, runtime_box(runtime)).register(
+        TENANT, "slow-block", "workflow", dify.url, slow.key
+    )
+    short = replicas[0].settings.model_copy(update={"lease_s": 0.3})
+    service = FacadeService(runtime, short, replicas[0].apps.box)
+    erp = Principal(
+        tenant_id=TENANT, subject="service-account-erp", kind="service", client_id="erp"
+    )
+    app = await service.apps.get(TENANT, "slow-block")
+    request = RunRequest(inputs={"po_number": "PO-900"})
+    try:
+        start = await service.start(erp, app, request, f"block-{uuid.uuid4().hex[:8]}")
+        running = asyncio.create_task(service.run_blocking(erp, start, request))
+        for _ in range(8):  # four leases long
+            await asyncio.sleep(0.15)
+            assert await replicas[1].recover() == 0
+            held = await row(runtime, start.record.id)
+            assert held["status"] == "running" and held["owner"] == service.owner
+            assert held["lease_until"] > datetime.now(UTC)
+        record = await running
+        assert record.status == "succeeded"
+        done = await row(runtime, start.record.id)
+        assert done["status"] == "succeeded"
+        assert done["owner"] is None and done["lease_until"] is None
+    finally:
+        await service.aclose()

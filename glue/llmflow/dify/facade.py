@@ -28,6 +28,12 @@ both ways and keeps a run record.
   re-submitted: a workflow may have side effects). Callback delivery state is stored too, so
   retries continue after a restart. A recovered answer keeps its pseudonyms (the map lived in
   the dead process's memory): ``pii_restored: false``.
+* **Blocking and streaming runs** written before they end (those with an
+  ``Idempotency-Key``, and every streaming run) hold the same lease while their request
+  runs; if the process dies (or the streaming client goes away) the row is not left
+  ``running``: recovery fails it ``interrupted`` (no callback: these runs have none, and
+  Dify is never called again), so a retry with the same key gets that failed run back
+  instead of 409 forever.
 * **Idempotency**: ``Idempotency-Key`` + the SHA-256 of the request; the same key with the
   same request returns the same run, with another request 422; kept ``idempotency_ttl_s``.
 * **PII**: inputs and the query through the tenant policy's ``prompt`` surface
@@ -47,7 +53,15 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -115,11 +129,12 @@ class FacadeSettings(BaseModel):
     max_input_chars: int = 200_000
     lease_s: float = Field(
         default=30.0,
-        description="an async run's claim: the executing process renews it every third of "
-        "this; once it has passed, another process (replica or restart) takes the run over",
+        description="a run's claim: the executing process renews it every third of this; "
+        "once it has passed, another process (replica or restart) takes an async run over, "
+        "or fails a blocking or streaming one 'interrupted'",
     )
     recovery_interval_s: float = Field(
-        default=15.0, description="how often a serving process looks for abandoned async runs"
+        default=15.0, description="how often a serving process looks for abandoned runs"
     )
     recovery_poll_s: float = Field(
         default=2.0, description="how often a taken-over run asks Dify whether it has finished"
@@ -437,7 +452,8 @@ _FINISH_RUN = text(
     """
     UPDATE facade_runs SET status = :status, result = CAST(:result AS jsonb),
         error = CAST(:error AS jsonb), workflow_run_id = :wf, task_id = :task,
-        conversation_id = :conv, message_id = :msg, finished_at = :finished
+        conversation_id = :conv, message_id = :msg, finished_at = :finished,
+        owner = NULL, lease_until = NULL
     WHERE id = :id
     """
 )
@@ -456,11 +472,17 @@ _CLAIM = text(
     UPDATE facade_runs SET owner = :owner, lease_until = {_LEASE}
     WHERE id IN (
         SELECT id FROM facade_runs
-        WHERE delivery = 'async'
-          AND (status = 'running' OR callback_status = 'pending')
-          AND (lease_until IS NULL OR lease_until < now())
-          AND (status = 'running' OR callback_next_attempt_at IS NULL
-               OR callback_next_attempt_at <= now())
+        WHERE ((delivery = 'async'
+                AND (status = 'running' OR callback_status = 'pending')
+                AND (lease_until IS NULL OR lease_until < now())
+                AND (status = 'running' OR callback_next_attempt_at IS NULL
+                     OR callback_next_attempt_at <= now()))
+            OR (delivery <> 'async' AND status = 'running'
+                AND (lease_until < now()
+                     -- rows of a release that wrote no lease: past any request's life
+                     OR (lease_until IS NULL
+                         AND created_at < now() - make_interval(
+                             secs => CAST(:unleased_after AS double precision))))))
         ORDER BY created_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED)
@@ -508,8 +530,19 @@ _CALLBACK_DONE = text(
     """
 )
 
+_FAIL_INTERRUPTED = text(
+    """
+    UPDATE facade_runs SET status = 'failed', result = CAST(:result AS jsonb),
+        error = CAST(:error AS jsonb), finished_at = :finished, owner = NULL, lease_until = NULL
+    WHERE id = :id AND owner = :owner AND status = 'running' RETURNING id
+    """
+)
+
 INTERRUPTED = "interrupted_before_start"
 """The error code of an async run whose process died before Dify acknowledged it."""
+REQUEST_INTERRUPTED = "interrupted"
+"""The error code of a blocking or streaming run whose process died (or whose streaming
+client went away) before the run ended."""
 
 
 def _id_params(record: RunRecord) -> dict[str, Any]:
@@ -884,6 +917,8 @@ class FacadeService:
         self.owner = f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         """This process's name on the async runs it leases (unique per service instance)."""
         self._leased: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()
+        """Blocking and streaming runs whose request this process is serving (leased)."""
         self._lease_keeper: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
 
@@ -973,14 +1008,15 @@ class FacadeService:
                 if req.response_mode == "async"
                 else None
             ),
-            # An async run is leased to this process from its first write (see recover()).
-            "owner": self.owner if req.response_mode == "async" else None,
-            "lease": self.settings.lease_s if req.response_mode == "async" else None,
+            # A run written before it ends is leased to this process from that first write
+            # (see recover()); an un-keyed blocking run is written once it has ended.
+            "owner": self.owner,
+            "lease": self.settings.lease_s,
         }
         if key is None and req.response_mode == "blocking":
             # Nothing can replay or poll an un-keyed blocking run before it ends: one write,
             # at the end (:meth:`_finish`), saves a round trip on the request path.
-            return RunStart(record, app, True, params)
+            return RunStart(record, app, True, {**params, "owner": None, "lease": None})
         async with self.runtime.sessions() as s:
             if key is not None:
                 # Keys past their TTL are released (the run itself stays readable).
@@ -1041,6 +1077,8 @@ class FacadeService:
         async with self.runtime.sessions() as s:
             if pending is not None:
                 await s.execute(_INSERT_RUN, {**pending, "status": record.status})
+            # Unconditional: if recovery failed the run while this process stalled past its
+            # lease, the outcome the client received is still the one stored.
             await s.execute(_FINISH_RUN, values)
             await s.commit()
 
@@ -1091,7 +1129,14 @@ class FacadeService:
     async def run_blocking(
         self, principal: Principal, start: RunStart, req: RunRequest
     ) -> RunRecord:
-        """Call Dify in blocking mode and store the guarded result."""
+        """Call Dify in blocking mode and store the guarded result; a keyed run's row (written
+        at the start) stays leased to this process meanwhile."""
+        with self._holding(start.record.id, start.pending_insert is None):
+            return await self._run_blocking(principal, start, req)
+
+    async def _run_blocking(
+        self, principal: Principal, start: RunStart, req: RunRequest
+    ) -> RunRecord:
         record, app = start.record, start.app
         guard = await self._guard(principal.tenant_id)
         inputs, query = await asyncio.to_thread(guard.inbound, [req.inputs, req.query])
@@ -1133,7 +1178,17 @@ class FacadeService:
         self, principal: Principal, start: RunStart, req: RunRequest
     ) -> AsyncIterator[bytes]:
         """Dify's SSE stream re-framed (``run.started``, ``run.delta``, ``run.step``,
-        ``run.completed`` / ``run.failed``; ``: ping`` comments)."""
+        ``run.completed`` / ``run.failed``; ``: ping`` comments). The run's row stays leased
+        to this process while the stream runs; a client that goes away leaves it to
+        recovery, which fails it ``interrupted`` once the lease has passed."""
+        with self._holding(start.record.id, True):
+            async with contextlib.aclosing(self._run_streaming(principal, start, req)) as frames:
+                async for chunk in frames:
+                    yield chunk
+
+    async def _run_streaming(
+        self, principal: Principal, start: RunStart, req: RunRequest
+    ) -> AsyncGenerator[bytes, None]:
         record, app = start.record, start.app
         guard = await self._guard(principal.tenant_id)
         inputs, query = await asyncio.to_thread(guard.inbound, [req.inputs, req.query])
@@ -1299,16 +1354,34 @@ class FacadeService:
                 del self._leased[run_id]
 
         task.add_done_callback(done)
+        self._ensure_lease_keeper()
+
+    @contextlib.contextmanager
+    def _holding(self, run_id: str, leased: bool) -> Iterator[None]:
+        """Renew the lease of a blocking or streaming run while its request is served."""
+        if not leased:
+            yield
+            return
+        self._held.add(run_id)
+        self._ensure_lease_keeper()
+        try:
+            yield
+        finally:
+            self._held.discard(run_id)
+
+    def _ensure_lease_keeper(self) -> None:
         if self._lease_keeper is None or self._lease_keeper.done():
             self._lease_keeper = asyncio.create_task(self._keep_leases(), name="facade-leases")
 
     async def _keep_leases(self) -> None:
-        """Renew the leases of this process's async runs every third of ``lease_s``; a run
-        whose row another process claimed meanwhile (this one stalled past its lease) stops."""
+        """Renew the leases of this process's runs every third of ``lease_s``; an async run
+        whose row another process claimed meanwhile (this one stalled past its lease) stops.
+        A blocking or streaming run goes on (its client is waiting): its outcome is stored
+        over recovery's ``interrupted`` when it ends."""
         period = max(self.settings.lease_s / 3, 0.05)
-        while self._leased:
+        while self._leased or self._held:
             await asyncio.sleep(period)
-            ids = list(self._leased)
+            ids = list(self._leased) + sorted(self._held - set(self._leased))
             if not ids:
                 break
             try:
@@ -1327,6 +1400,8 @@ class FacadeService:
                 if run_id not in kept and task is not None and not task.done():
                     log.warning("async run %s is no longer leased to this process", run_id)
                     task.cancel()
+                elif run_id not in kept and run_id in self._held:
+                    log.warning("run %s lost its lease while its request is still served", run_id)
 
     async def _release_leases(self) -> None:
         """Shutdown: let another process (or the restarted one) take this one's runs now."""
@@ -1476,10 +1551,16 @@ class FacadeService:
             await asyncio.sleep(self.settings.recovery_poll_s)
 
     # -- recovery ------------------------------------------------------------------------
+    def _unleased_after(self) -> float:
+        # A blocking or streaming row without a lease (written by a release before leases
+        # covered them) is abandoned once older than any request could last.
+        return max(self.settings.dify_timeout_s, self.settings.recovery_max_wait_s)
+
     async def recover(self) -> int:
-        """Take over the async runs (and undelivered callbacks) of processes that died:
-        rows whose lease has passed are claimed in one ``UPDATE … RETURNING``, so each goes
-        to one replica. Returns how many this call took."""
+        """Take over the runs (and undelivered callbacks) of processes that died: rows whose
+        lease has passed are claimed in one ``UPDATE … RETURNING``, so each goes to one
+        replica. Async runs are finished from Dify's record; blocking and streaming runs are
+        failed ``interrupted``. Returns how many this call took."""
         async with self.runtime.sessions() as s:
             rows = (
                 await s.execute(
@@ -1488,6 +1569,7 @@ class FacadeService:
                         "owner": self.owner,
                         "lease": self.settings.lease_s,
                         "limit": self.settings.recovery_batch,
+                        "unleased_after": self._unleased_after(),
                     },
                 )
             ).all()
@@ -1499,7 +1581,7 @@ class FacadeService:
         return len(taken)
 
     def start_recovery(self) -> None:
-        """Look for abandoned async runs every ``recovery_interval_s`` (serving processes)."""
+        """Look for abandoned runs every ``recovery_interval_s`` (serving processes)."""
         if self._recovery is None or self._recovery.done():
             self._recovery = asyncio.create_task(self._recover_forever(), name="facade-recovery")
 
@@ -1528,6 +1610,10 @@ class FacadeService:
         n = len(_RUN_COLUMNS.split(","))
         record = _record(row[:n])
         url, sealed_user, inbound, subject = row[n:]
+        if record.delivery != "async":
+            if record.status == "running" and await self._fail_interrupted(record):
+                await self._audit_recovered(record, str(subject))
+            return
         user = self._open_user(record.id, sealed_user)
         if record.status == "running":
             if not await self._complete_abandoned(record, user, inbound or {}):
@@ -1535,6 +1621,29 @@ class FacadeService:
             await self._audit_recovered(record, str(subject))
         if record.callback_status == "pending":
             await self._deliver_logged(record, str(url or ""))
+
+    async def _fail_interrupted(self, record: RunRecord) -> bool:
+        """End a blocking or streaming run whose request died with it: ``failed``,
+        ``interrupted``. Dify is not asked (the row may hold no id of the run there, and the
+        client's connection, the only place its answer was going, is gone) nor called again."""
+        record.status = "failed"
+        record.result = {"recovered": True}
+        record.error = {
+            "code": REQUEST_INTERRUPTED,
+            "message": "the process serving this run stopped (or its streaming client went "
+            "away) before the run ended; it was not sent again (a workflow may have side "
+            "effects): submit it with a new Idempotency-Key if it should run",
+        }
+        record.finished_at = datetime.now(UTC)
+        return await self._owned_write(
+            _FAIL_INTERRUPTED,
+            {
+                "id": record.id,
+                "result": json.dumps(record.result),
+                "error": json.dumps(record.error),
+                "finished": record.finished_at,
+            },
+        )
 
     def _open_user(self, run_id: str, sealed: str | None) -> str | None:
         """The end-user label a run was sent to Dify with (None if absent or unreadable)."""

@@ -32,11 +32,11 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import httpx
@@ -45,6 +45,7 @@ from sqlalchemy import text
 
 from llmflow.dify.client import DifyConsole, DifyError
 from llmflow.dify.members import (
+    DIFY_ROLE_RANK,
     DifyAccountLogin,
     DifyMembers,
     DifySession,
@@ -565,6 +566,56 @@ class KeycloakDirectory:
         """email → Dify role of every user entitled to the tenant's Dify workspace."""
         return await asyncio.to_thread(self._entitlements, tenant)
 
+    def _tenants(self) -> list[str]:
+        from llmflow.tenancy.keycloak import connect
+        from llmflow.tenancy.keycloak_template import TENANTS_GROUP
+
+        admin = connect(self.settings)
+        top = [
+            g
+            for g in admin.get_groups({"briefRepresentation": False})
+            if g.get("name") == TENANTS_GROUP
+        ]
+        if not top:
+            # Without the subtree nobody is entitled anywhere: refusing is safer than
+            # offboarding every workspace because the realm is not provisioned (yet).
+            raise ConfigurationError(
+                f"realm {self.settings.realm!r} has no /{TENANTS_GROUP} group; run "
+                "`llmflow tenant apply` first (it creates /tenants/<tenant> for each tenant)"
+            )
+        children = admin.get_group_children(top[0]["id"], {"briefRepresentation": False})
+        return sorted(str(g["name"]) for g in children)
+
+    async def tenants(self) -> list[str]:
+        """The tenants of the realm: the ``/tenants/<tenant>`` groups ``llmflow tenant apply``
+        keeps equal to tenants.yaml (created when declared, deleted when removed)."""
+        return await asyncio.to_thread(self._tenants)
+
+
+class EntitlementSource(Protocol):
+    """Who may use a tenant's Dify (:class:`KeycloakDirectory`)."""
+
+    async def entitlements(self, tenant: str) -> dict[str, str]: ...
+
+
+async def _reconcile_instance(
+    instance: DifyInstance,
+    entitled: Mapping[str, str],
+    protected: Iterable[str],
+    *,
+    dry_run: bool,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ReconcileReport:
+    console = DifyConsole.with_admin_key(
+        instance.api_url, instance.admin_key(), instance.workspace_id, transport=transport
+    )
+    try:
+        return await reconcile_members(
+            DifyMembers(console), entitled, protected=protected, dry_run=dry_run
+        )
+    finally:
+        await console.aclose()
+
 
 async def offboard_tenant(
     sso: DifySsoSettings,
@@ -579,15 +630,117 @@ async def offboard_tenant(
     """Remove the members of ``tenant``'s Dify workspace that Keycloak no longer entitles,
     and align the roles of the others (``llmflow dify offboard``)."""
     instance = sso.instance(tenant, dify, namespace)
-    console = DifyConsole.with_admin_key(
-        instance.api_url, instance.admin_key(), instance.workspace_id, transport=transport
+    return await _reconcile_instance(
+        instance, entitled, sso.protected_members, dry_run=dry_run, transport=transport
     )
-    try:
-        return await reconcile_members(
-            DifyMembers(console), entitled, protected=sso.protected_members, dry_run=dry_run
-        )
-    finally:
-        await console.aclose()
+
+
+@dataclass(slots=True)
+class WorkspaceOffboarding:
+    """The outcome of offboarding one Dify workspace: the tenants it serves (one, except in
+    shared mode), what changed, or why it failed (then nothing was changed there)."""
+
+    tenants: list[str]
+    api_url: str | None = None
+    workspace_id: str | None = None
+    report: ReconcileReport | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tenants": self.tenants,
+            "api_url": self.api_url,
+            "workspace_id": self.workspace_id,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        if self.report is not None:
+            out.update(self.report.to_dict())
+        return out
+
+
+def merge_entitlements(per_tenant: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """One workspace's entitlements from those of the tenants it serves; a person entitled
+    in several keeps the strongest role."""
+    merged: dict[str, str] = {}
+    for entitled in per_tenant:
+        for email, role in entitled.items():
+            key = email.lower()
+            current = merged.get(key)
+            if current is None or DIFY_ROLE_RANK[role] > DIFY_ROLE_RANK[current]:
+                merged[key] = role
+    return merged
+
+
+def configured_tenants(sso: DifySsoSettings, dify: DifySettings | None = None) -> set[str]:
+    """Tenants with a Dify of their own in the settings (explicit SSO instances, wiring
+    workspace ids or base URLs): offboarding covers them even once their Keycloak group is
+    gone, so a removed tenant's still-running Dify loses its members."""
+    names = {t for t in sso.instances if t != SHARED_INSTANCE}
+    if dify is not None:
+        names |= set(dify.workspace_ids) | set(dify.base_urls)
+    return names
+
+
+def _why(exc: Exception) -> str:
+    return exc.detail if isinstance(exc, LLMFlowError) else f"{type(exc).__name__}: {exc}"
+
+
+async def offboard_tenants(
+    sso: DifySsoSettings,
+    tenants: Iterable[str],
+    directory: EntitlementSource,
+    *,
+    dry_run: bool = False,
+    dify: DifySettings | None = None,
+    namespace_prefix: str = "",
+    only_workspace_of: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[WorkspaceOffboarding]:
+    """Offboard every tenant of ``tenants`` (``llmflow dify offboard --all-tenants``).
+
+    Tenants are grouped by the Dify workspace serving them: in ``shared`` mode one
+    workspace serves every tenant, and reconciling it against one tenant's entitlements
+    would remove everyone else's members, so each workspace is reconciled once against the
+    union of its tenants' entitlements. A failure (no Dify configured, Keycloak or Dify
+    unreachable, an error answer) is recorded for that workspace, which is then left
+    unchanged, and the others are still processed. ``only_workspace_of`` restricts the run
+    to the workspace serving that tenant (``--tenant``)."""
+    results: list[WorkspaceOffboarding] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    instances: dict[tuple[str, str], DifyInstance] = {}
+    for tenant in sorted(set(tenants)):
+        try:
+            instance = sso.instance(tenant, dify, namespace_prefix + tenant)
+        except LLMFlowError as exc:
+            if only_workspace_of in (None, tenant):
+                results.append(WorkspaceOffboarding([tenant], error=_why(exc)))
+            continue
+        key = (instance.api_url.rstrip("/"), instance.workspace_id)
+        groups.setdefault(key, []).append(tenant)
+        instances.setdefault(key, instance)
+    for key, served in groups.items():
+        if only_workspace_of is not None and only_workspace_of not in served:
+            continue
+        result = WorkspaceOffboarding(served, api_url=key[0], workspace_id=key[1])
+        try:
+            entitled = merge_entitlements([await directory.entitlements(t) for t in served])
+            result.report = await _reconcile_instance(
+                instances[key],
+                entitled,
+                sso.protected_members,
+                dry_run=dry_run,
+                transport=transport,
+            )
+        except Exception as exc:  # one workspace's failure must not stop the others
+            log.warning("offboarding %s failed", ", ".join(served), exc_info=True)
+            result.error = _why(exc)
+        results.append(result)
+    return sorted(results, key=lambda r: r.tenants)
 
 
 def login_details(result: ProvisionResult, login: VerifiedLogin) -> dict[str, Any]:
