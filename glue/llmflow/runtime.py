@@ -81,8 +81,6 @@ class Runtime:
             self._cache["index"].close()
         if "policy" in self._cache:
             await self._cache["policy"].aclose()
-        if "audit" in self._cache:
-            await self._cache["audit"].aclose()
         facade_module = sys.modules.get("llmflow.dify.facade")  # only if this process used it
         if facade_module is not None:
             await facade_module.close_facade(self)
@@ -90,6 +88,10 @@ class Runtime:
             await self._cache["agents"].close()
         if "gateway" in self._cache:
             await self._cache["gateway"].close()
+        # After everything that records audit events: the gateway's writer flushes its last
+        # per-call events, and the facade's draining runs audit their outcomes, on close.
+        if "audit" in self._cache:
+            await self._cache["audit"].aclose()
         if "graph_store" in self._cache:
             await self._cache["graph_store"].close()
         await self.engine.dispose()
@@ -267,6 +269,11 @@ class Runtime:
         """The index if this process has opened it (never opens Milvus just to ask)."""
         index: ChunkIndex | None = self._cache.get("index")
         return index
+
+    def cached_gateway(self) -> GatewayService | None:
+        """The gateway if this process has created it (never creates one just to ask)."""
+        gateway: GatewayService | None = self._cache.get("gateway")
+        return gateway
 
     async def reranker(self) -> Reranker:
         async def make() -> Reranker:

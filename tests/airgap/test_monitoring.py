@@ -58,6 +58,8 @@ def test_every_seed_threshold_has_an_alert(repo_root: Path) -> None:
         "APIErrorRateCritical": "critical",
         "HPAAtMaximum": "warning",
         "GPUOverheating": "critical",
+        "GatewayBackendDown": "warning",
+        "GatewayAllBackendsDown": "critical",
     }
     assert {k: alerts[k]["labels"]["severity"] for k in expected if k in alerts} == expected
 
