@@ -104,7 +104,7 @@ def _wheel(wheel: LockedWheel, ref: str) -> dict[str, Any]:
 
 def _plugin(locked: LockedDifyPlugin, shipped: ShippedPlugin | None) -> dict[str, Any]:
     ref = f"dify-plugin:{locked.id}@{locked.version}"
-    source_url = locked.source if locked.source.startswith("https://") else None
+    source_url = locked.download_url  # a marketplace plugin: the URL lock downloaded from
     original: dict[str, Any] = {
         "type": "application",
         "bom-ref": f"{ref}/source",

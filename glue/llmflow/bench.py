@@ -391,6 +391,13 @@ def bench_gateway(
             "instant (then 50 and 200 concurrent requests saturate a small machine)"
         ),
     ] = 0.0,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="give the gateway a CPU of its own; the upstream and the load generator "
+            "share the others (Linux, two CPUs or more)"
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Added latency of the gateway against calling the upstream directly, side by side
@@ -408,6 +415,7 @@ def bench_gateway(
             soak_s=soak,
             soak_streams=soak_streams,
             upstream_latency_ms=upstream_latency_ms,
+            pin=pin,
         )
     )
     if as_json:
@@ -428,6 +436,8 @@ def bench_gateway(
             f"{level['errors']['direct']}/{level['errors']['gateway']}",
         )  # fmt: skip
     console.print(table)
+    for sample in result.get("error_samples", []):
+        console.print(f"[yellow]error seen:[/yellow] {sample}")
     ttft = result["ttft"]
     console.print(
         f"streaming time to first token p50: direct {_fmt(ttft['direct_p50_ms'], 2)} ms, "

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class GatewayBenchOptions:
     soak_s: float = 0.0
     soak_streams: int = 1000
     upstream_latency_ms: float = 0.0
+    pin: bool = False
     """The scripted upstream waits this long before each non-streaming answer, as a model
     would. With an instant upstream, 50 and 200 concurrent requests measure how fast the
     three processes saturate the machine's cores, not the gateway's added latency."""
@@ -64,13 +66,18 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], url: str, timeout_s: float) -> Iterator[int]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _process(
+    args: list[str], env: dict[str, str], url: str, timeout_s: float, log: Path
+) -> Iterator[int]:
+    """Run a server until the block ends. Its output goes to ``log`` (a pipe nobody reads
+    would block the server once full)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                err = log.read_bytes()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"{args[2:4]} exited early: {err}")
             try:
                 if httpx.get(url, timeout=1).status_code < 500:
@@ -90,8 +97,17 @@ def _process(args: list[str], env: dict[str, str], url: str, timeout_s: float) -
 
 
 async def _load(
-    client: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int, concurrency: int
+    client: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    n: int,
+    concurrency: int,
+    spread_s: float = 0.0,
 ) -> tuple[list[float], int]:
+    """``n`` requests from ``concurrency`` closed-loop workers. With ``spread_s`` the workers
+    start staggered across that window (the upstream's answer time): workers whose every
+    request takes the same time would otherwise stay in lock-step and arrive as one burst,
+    which independent clients do not."""
     body = {"model": "bench-chat", "messages": [{"role": "user", "content": "연차 휴가 일수"}]}
     payload = json.dumps(body).encode()
     send_headers = {**headers, "Content-Type": "application/json"}
@@ -99,21 +115,35 @@ async def _load(
     errors = 0
     queue = iter(range(n))
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
         nonlocal errors
+        if spread_s:
+            await asyncio.sleep(spread_s * k / concurrency)
         for _ in queue:
             t = time.perf_counter()
             try:
                 async with client.post(url, data=payload, headers=send_headers) as r:
-                    await r.read()
+                    answer = await r.read()
                     ok = r.status == 200
-            except (aiohttp.ClientError, TimeoutError):
+                    if not ok:
+                        _note_error(f"HTTP {r.status}: {answer[:300].decode(errors='replace')}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 ok = False
+                _note_error(f"{type(exc).__name__}: {exc}")
             latencies.append((time.perf_counter() - t) * 1000)
             errors += 0 if ok else 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return latencies, errors
+
+
+ERROR_SAMPLES: list[str] = []
+"""The first errors the load generator saw, reported with the numbers."""
+
+
+def _note_error(text: str) -> None:
+    if len(ERROR_SAMPLES) < 10:
+        ERROR_SAMPLES.append(text)
 
 
 async def _ttft(
@@ -205,11 +235,28 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
                   "--delay", str(opts.upstream_latency_ms / 1000)]  # fmt: skip
         gw_cmd = [sys.executable, "-m", "llmflow.cli", "serve", "--port", str(gw_port)]
         with (
-            _process(up_cmd, env, f"{upstream}/health", 30),
-            _process(gw_cmd, env, f"{gateway}/healthz", 120) as gw_pid,
+            _process(up_cmd, env, f"{upstream}/health", 30, data_dir / "upstream.log") as up_pid,
+            _process(gw_cmd, env, f"{gateway}/healthz", 120, data_dir / "gateway.log") as gw_pid,
         ):
+            result["pinned"] = _pin(opts.pin, gw_pid, up_pid)
             result.update(asyncio.run(_measure(opts, upstream, gateway, headers, gw_pid)))
+        if keep_log := os.environ.get("LLMFLOW_BENCH_GATEWAY_LOG"):
+            shutil.copyfile(data_dir / "gateway.log", keep_log)
     return result
+
+
+def _pin(pin: bool, gateway_pid: int, upstream_pid: int) -> dict[str, list[int]] | None:
+    """With ``pin``, the gateway gets the last CPU to itself and the upstream and this load
+    generator share the others, so that the gateway's added latency is not the time it waits
+    for a CPU the other two hold (Linux; needs at least two CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return None
+    gateway_cpus, others = {cpus[-1]}, set(cpus[:-1])
+    os.sched_setaffinity(gateway_pid, gateway_cpus)
+    for pid in (upstream_pid, os.getpid()):
+        os.sched_setaffinity(pid, others)
+    return {"gateway": sorted(gateway_cpus), "upstream_and_load": sorted(others)}
 
 
 async def _measure(
@@ -218,22 +265,24 @@ async def _measure(
     out: dict[str, Any] = {"levels": []}
     # aiohttp, not httpx: httpx's pool costs the generator more CPU per request than the
     # gateway adds, and the three processes share the machine's cores.
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    # idle connections closed before uvicorn's 5 s keep-alive does it from the other side
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=3.0)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         direct_url, gw_url = f"{upstream}/v1/chat/completions", f"{gateway}/v1/chat/completions"
         await _load(client, gw_url, headers, 200, 20)  # warm-up: policy, quota, pools
         await _load(client, direct_url, {}, 200, 20)
+        spread = opts.upstream_latency_ms / 1000
         for c in opts.concurrency:
             direct: list[float] = []
             via: list[float] = []
             errors = {"direct": 0, "gateway": 0}
             per_round = max(1, opts.requests // opts.rounds)
             for _ in range(opts.rounds):
-                lat, err = await _load(client, direct_url, {}, per_round, c)
+                lat, err = await _load(client, direct_url, {}, per_round, c, spread)
                 direct += lat
                 errors["direct"] += err
-                lat, err = await _load(client, gw_url, headers, per_round, c)
+                lat, err = await _load(client, gw_url, headers, per_round, c, spread)
                 via += lat
                 errors["gateway"] += err
             d50, d99 = _percentile(direct, 50), _percentile(direct, 99)
@@ -273,6 +322,7 @@ async def _measure(
                 "gateway_rss_mb_second_half_growth": (half[-1] - half[0]) if len(half) > 1 else 0.0,
             })  # fmt: skip
             out["soak"] = soak
+    out["error_samples"] = list(ERROR_SAMPLES)
     out["pii_guard_ms_per_kb"] = _pii_cost()
     return out
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 NAME, PHONE, RRN = "김도현", "010-4582-7104", "880101-1234568"
 PROMPT = f"{NAME} 과장({PHONE}, 주민번호 {RRN})에게 회신해 줘"
-SECRETS = (NAME, "4582", "1234568")
+SECRETS = (NAME, "-4582-", "1234568")  # "-4582-": a bare 4582 can be part of a port
 
 
 class RestartableUpstream:

@@ -8,6 +8,7 @@ key (the secret has 256 bits of entropy, so a slow hash buys nothing).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -65,6 +66,9 @@ class ApiKeys:
         self.sessions = sessions
         self.cache_ttl_s = cache_ttl_s
         self._verified: dict[str, tuple[float, Principal]] = {}
+        self._pending: dict[str, asyncio.Lock] = {}
+        """One lookup per key at a time: when a cached key expires under load, the requests
+        in flight wait for one lookup instead of each updating the same row."""
 
     async def create(
         self,
@@ -102,11 +106,16 @@ class ApiKeys:
         cached = self._verified.get(digest)
         if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
             return cached[1]
-        principal = await self._lookup(parsed[0], key)
-        if len(self._verified) > 10_000:
-            self._verified.clear()
-        self._verified[digest] = (time.monotonic(), principal)
-        return principal
+        async with self._pending.setdefault(digest, asyncio.Lock()):
+            cached = self._verified.get(digest)  # another request may just have looked it up
+            if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
+                return cached[1]
+            principal = await self._lookup(parsed[0], key)
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+                self._pending = {d: lock for d, lock in self._pending.items() if lock.locked()}
+            self._verified[digest] = (time.monotonic(), principal)
+            return principal
 
     async def _lookup(self, prefix: str, key: str) -> Principal:
         parsed = (prefix,)

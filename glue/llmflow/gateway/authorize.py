@@ -10,6 +10,7 @@ change therefore takes effect within ``ttl_s`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,12 @@ class ModelUsePolicy:
         self.rt = rt
         self.ttl_s = ttl_s
         self._allowed: dict[tuple[object, ...], float] = {}
+        self._pending: dict[tuple[object, ...], asyncio.Lock] = {}
+        """One decision per key at a time: when a window ends under load, the requests in
+        flight wait for one evaluation (and one audit record) instead of each running it."""
 
     async def authorize(self, principal: Principal, route: ModelRoute, classification: str) -> None:
         """Raise ``Forbidden`` (with the policy's reason) unless the model may be used."""
-        from llmflow.api.authz import authorize
-        from llmflow.auth.policy import model_resource
-
         key = (
             principal.tenant_id,
             principal.subject,
@@ -41,9 +42,23 @@ class ModelUsePolicy:
             route.provider,
             classification,
         )
-        now = time.monotonic()
-        if now - self._allowed.get(key, float("-inf")) < self.ttl_s:
+        if time.monotonic() - self._allowed.get(key, float("-inf")) < self.ttl_s:
             return
+        async with self._pending.setdefault(key, asyncio.Lock()):
+            if time.monotonic() - self._allowed.get(key, float("-inf")) < self.ttl_s:
+                return  # decided by the request this one waited for
+            await self._decide(principal, route, classification, key)
+
+    async def _decide(
+        self,
+        principal: Principal,
+        route: ModelRoute,
+        classification: str,
+        key: tuple[object, ...],
+    ) -> None:
+        from llmflow.api.authz import authorize
+        from llmflow.auth.policy import model_resource
+
         await authorize(
             self.rt,
             principal,
@@ -57,6 +72,8 @@ class ModelUsePolicy:
             ),
             {"data_classification": classification},
         )
+        now = time.monotonic()
         self._allowed[key] = now
         if len(self._allowed) > 50_000:  # bound the cache: drop the expired entries
             self._allowed = {k: t for k, t in self._allowed.items() if now - t < self.ttl_s}
+            self._pending = {k: lock for k, lock in self._pending.items() if lock.locked()}

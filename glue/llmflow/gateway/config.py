@@ -72,6 +72,14 @@ class GatewaySettings(BaseModel):
     models: list[ModelRoute] = Field(default_factory=list)
     timeout_s: float = Field(default=120.0, description="read timeout of one upstream call")
     connect_timeout_s: float = 3.0
+    upstream_keepalive_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="idle upstream connections are closed after this long; keep it below the "
+        "upstream's own keep-alive timeout (uvicorn, and so vLLM and TEI's Python peers, close "
+        "idle connections after 5 s), or a request can go out on a connection the upstream "
+        "is closing",
+    )
     breaker_failures: int = Field(
         default=3, description="consecutive failures that open a backend's circuit"
     )

@@ -31,7 +31,10 @@ from llmflow.gateway.inprocess import InProcessCall, InProcessModel, InProcessMo
 from llmflow.gateway.upstream import (
     Backend,
     BackendPool,
+    JsonReply,
     UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
     error_type,
     normalise_error,
     openai_error,
@@ -339,12 +342,11 @@ class GatewayService:
                 tei = route.kind == "rerank" and backend.config.api == "tei"
                 try:
                     await self._ensure_adapter(route, backend)
-                    response = await backend.client.post(
+                    response = await backend.post_json(
                         "/rerank" if tei else path,
-                        json=_tei_rerank_body(body) if tei else _for_backend(body, route, backend),
-                        headers=backend.headers(),
+                        _tei_rerank_body(body) if tei else _for_backend(body, route, backend),
                     )
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, UpstreamUnreachable) as exc:
                     last = self._failed(route, backend, exc)
                     continue
                 if response.status_code >= 400:
@@ -404,7 +406,7 @@ class GatewayService:
         backend.breaker.failure(time.monotonic())
         if isinstance(exc, UpstreamError):
             kind, error = f"http_{exc.status}", exc
-        elif isinstance(exc, httpx.TimeoutException):
+        elif isinstance(exc, httpx.TimeoutException | UpstreamTimeout):
             kind, error = "timeout", UpstreamError(504, "upstream timed out", code="timeout")
         else:
             kind = "connect"
@@ -693,7 +695,7 @@ def _answer_text(answer: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _json_or_text(response: httpx.Response) -> Any:
+def _json_or_text(response: httpx.Response | JsonReply) -> Any:
     try:
         return response.json()
     except ValueError:
