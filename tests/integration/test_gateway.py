@@ -7,6 +7,7 @@ test_gateway_vllm.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -309,3 +310,29 @@ async def test_replicas_share_the_minute_quota(runtime: Any) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_requests_during_a_sync_still_count(runtime: Any) -> None:
+    """A sync takes the pending counts before its database round trip; requests checked
+    while it waits must still see them (found when faster calls fitted three requests into
+    one round trip and a limit of 2 admitted all three)."""
+    from llmflow.gateway.config import Quota
+    from llmflow.gateway.usage import QuotaExceeded, UsageLedger
+
+    quota = Quota(requests_per_minute=2, tokens_per_day=None)
+    ledger = UsageLedger(runtime.sessions, sync_interval_s=3600)
+    ledger.start()
+    await same_minute_ahead()
+    try:
+        await ledger.check("gw-sync-race", quota)
+        syncing = asyncio.create_task(ledger.sync_minutes())
+        await asyncio.sleep(0)  # the sync has taken the pending count and awaits PostgreSQL
+        assert not syncing.done()
+        await ledger.check("gw-sync-race", quota)  # 2
+        with pytest.raises(QuotaExceeded):
+            await ledger.check("gw-sync-race", quota)
+        await syncing
+        with pytest.raises(QuotaExceeded):  # and after it, from the shared counter
+            await ledger.check("gw-sync-race", quota)
+    finally:
+        await ledger.close()

@@ -105,6 +105,10 @@ class UsageLedger:
         self._syncer: asyncio.Task[None] | None = None
         self._minute_pending: dict[str, tuple[str, int]] = {}
         self._minute_seen: dict[str, tuple[str, int]] = {}
+        self._minute_syncing: dict[str, tuple[str, int]] = {}
+        """Counts a running sync has taken from ``_minute_pending`` and not yet seen come
+        back in ``_minute_seen``: they still count, or requests during that round trip would
+        slip past the limit."""
         self._stale_pending: list[tuple[str, str, int]] = []
 
     # -- quotas ---------------------------------------------------------------------
@@ -132,8 +136,10 @@ class UsageLedger:
         else:
             seen_window, seen = self._minute_seen.get(tenant, (window, 0))
             pending_window, pending = self._minute_pending.get(tenant, (window, 0))
+            syncing_window, syncing = self._minute_syncing.get(tenant, (window, 0))
             count = (seen if seen_window == window else 0) + 1
             count += pending if pending_window == window else 0
+            count += syncing if syncing_window == window else 0
             if count <= limit:
                 if pending_window != window and pending:
                     self._stale_pending.append((tenant, pending_window, pending))
@@ -152,24 +158,43 @@ class UsageLedger:
         window = _minute_key(now)
         stale, self._stale_pending = self._stale_pending, []
         pending = {t: n for t, (w, n) in self._minute_pending.items() if w == window and n}
-        for tenant in pending:  # taken before the await: requests meanwhile count anew
+        for tenant, n in pending.items():  # taken before the await: requests meanwhile count anew
             self._minute_pending[tenant] = (window, 0)
+            self._minute_syncing[tenant] = (window, n)
         tenants = sorted(
             set(pending) | {t for t, (w, _) in self._minute_seen.items() if w == window}
         )
         if not tenants and not stale:
             return
-        async with self.sessions() as session:
-            for tenant, old_window, n in stale:
-                await session.execute(_BUMP, {"tenant": tenant, "window": old_window, "n": n})
-            for tenant in tenants:
-                total = (
-                    await session.execute(
-                        _BUMP, {"tenant": tenant, "window": window, "n": pending.get(tenant, 0)}
-                    )
-                ).scalar_one()
-                self._minute_seen[tenant] = (window, int(total))
-            await session.commit()
+        totals: dict[str, int] = {}
+        try:
+            async with self.sessions() as session:
+                for tenant, old_window, n in stale:
+                    await session.execute(_BUMP, {"tenant": tenant, "window": old_window, "n": n})
+                for tenant in tenants:
+                    total = (
+                        await session.execute(
+                            _BUMP,
+                            {"tenant": tenant, "window": window, "n": pending.get(tenant, 0)},
+                        )
+                    ).scalar_one()
+                    totals[tenant] = int(total)
+                await session.commit()
+        except BaseException:
+            # nothing was counted: the taken counts go with the next round
+            self._stale_pending = stale + self._stale_pending
+            for tenant, n in pending.items():
+                pending_window, now_pending = self._minute_pending.get(tenant, (window, 0))
+                if pending_window == window:
+                    self._minute_pending[tenant] = (window, now_pending + n)
+                else:  # the minute turned meanwhile: counted into its own window
+                    self._stale_pending.append((tenant, window, n))
+            raise
+        finally:
+            for tenant in pending:
+                self._minute_syncing.pop(tenant, None)
+        for tenant, total in totals.items():  # no await since the pop: one step for check()
+            self._minute_seen[tenant] = (window, total)
 
     async def _sync_loop(self) -> None:
         while True:
