@@ -548,7 +548,7 @@ async def test_a_blocking_run_renews_its_lease_while_dify_works(
     from llmflow.dify.facade import AppRegistry, FacadeService, RunRequest
     from llmflow.dify.secrets import runtime_box
 
-    slow = dify.add_app("workflow", "slow-block", stall_s=1.2)
+    slow = dify.add_app("workflow", "slow-block", stall_s=3.0)
     await AppRegistry(runtime, runtime_box(runtime)).register(
         TENANT, "slow-block", "workflow", dify.url, slow.key
     )
@@ -562,12 +562,17 @@ async def test_a_blocking_run_renews_its_lease_while_dify_works(
     try:
         start = await service.start(erp, app, request, f"block-{uuid.uuid4().hex[:8]}")
         running = asyncio.create_task(service.run_blocking(erp, start, request))
-        for _ in range(8):  # four leases long
+        began = time.monotonic()
+        checks = 0
+        # over five leases, and well inside the stall even on a loaded machine
+        while time.monotonic() - began < 1.6:
             await asyncio.sleep(0.15)
+            checks += 1
             assert await replicas[1].recover() == 0
             held = await row(runtime, start.record.id)
             assert held["status"] == "running" and held["owner"] == service.owner
             assert held["lease_until"] > datetime.now(UTC)
+        assert checks >= 4
         record = await running
         assert record.status == "succeeded"
         done = await row(runtime, start.record.id)
