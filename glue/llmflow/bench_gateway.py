@@ -238,8 +238,13 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
             _process(up_cmd, env, f"{upstream}/health", 30, data_dir / "upstream.log") as up_pid,
             _process(gw_cmd, env, f"{gateway}/healthz", 120, data_dir / "gateway.log") as gw_pid,
         ):
+            own_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
             result["pinned"] = _pin(opts.pin, gw_pid, up_pid)
-            result.update(asyncio.run(_measure(opts, upstream, gateway, headers, gw_pid)))
+            try:
+                result.update(asyncio.run(_measure(opts, upstream, gateway, headers, gw_pid)))
+            finally:
+                if result["pinned"] and own_cpus:  # this process goes back to every CPU
+                    os.sched_setaffinity(0, own_cpus)
         if keep_log := os.environ.get("LLMFLOW_BENCH_GATEWAY_LOG"):
             shutil.copyfile(data_dir / "gateway.log", keep_log)
     return result
