@@ -159,10 +159,15 @@ async def dead_run(
     names = ", ".join(values)
     casts = {"result", "error", "pii_inbound"}
     params = ", ".join(f"CAST(:{k} AS jsonb)" if k in casts else f":{k}" for k in values)
-    async with runtime.sessions() as s:
-        await s.execute(text(f"INSERT INTO facade_runs ({names}) VALUES ({params})"), values)
-        await s.commit()
+    await sql(runtime, f"INSERT INTO facade_runs ({names}) VALUES ({params})", **values)
     return run_id
+
+
+async def sql(runtime: Any, statement: str, **params: Any) -> None:
+    """Run one statement of the test's own on the facade's tables and commit it."""
+    async with runtime.sessions() as s:
+        await s.execute(text(statement), params)
+        await s.commit()
 
 
 async def row(runtime: Any, run_id: str) -> dict[str, Any]:
@@ -239,9 +244,8 @@ async def test_a_live_lease_is_left_alone(
     )
     assert await replicas[0].recover() == 0
     assert (await row(runtime, run_id))["owner"] == "dead-host:4242:0123456789ab"
-    async with runtime.sessions() as s:  # tidy: this run's owner is not coming back
-        await s.execute(text("DELETE FROM facade_runs WHERE id = :id"), {"id": run_id})
-        await s.commit()
+    # tidy: this run's owner is not coming back
+    await sql(runtime, "DELETE FROM facade_runs WHERE id = :id", id=run_id)
 
 
 async def test_a_run_dify_never_acknowledged_fails_as_interrupted(
@@ -358,9 +362,7 @@ async def test_a_pending_callback_is_retried_after_a_restart(
     assert stored["callback_status"] == "delivered" and stored["callback_attempts"] == 4
     assert receiver.of(later) == []
     assert (await row(runtime, later))["callback_status"] == "pending"
-    async with runtime.sessions() as s:
-        await s.execute(text("DELETE FROM facade_runs WHERE id = :id"), {"id": later})
-        await s.commit()
+    await sql(runtime, "DELETE FROM facade_runs WHERE id = :id", id=later)
 
 
 async def test_the_owner_renews_its_lease_and_yields_a_run_taken_from_it(
@@ -383,11 +385,7 @@ async def test_the_owner_renews_its_lease_and_yields_a_run_taken_from_it(
         assert held["owner"] == service.owner
         assert held["lease_until"] > datetime.now(UTC)
         # This process stalls past its lease; another takes the run over meanwhile.
-        async with runtime.sessions() as s:
-            await s.execute(
-                text("UPDATE facade_runs SET owner = 'other:1:x' WHERE id = :id"), {"id": run_id}
-            )
-            await s.commit()
+        await sql(runtime, "UPDATE facade_runs SET owner = 'other:1:x' WHERE id = :id", id=run_id)
         await service.drain(timeout_s=5)  # its work on the run stops at the next renewal
         dify.finish_workflow_run(dify_run)
         await asyncio.sleep(0.2)
@@ -396,9 +394,7 @@ async def test_the_owner_renews_its_lease_and_yields_a_run_taken_from_it(
         assert taken["owner"] == "other:1:x" and taken["status"] == "running"
     finally:
         await service.aclose()
-        async with runtime.sessions() as s:
-            await s.execute(text("DELETE FROM facade_runs WHERE id = :id"), {"id": run_id})
-            await s.commit()
+        await sql(runtime, "DELETE FROM facade_runs WHERE id = :id", id=run_id)
 
 
 async def test_a_serving_process_takes_over_at_start_and_then_periodically(
