@@ -167,3 +167,31 @@ def test_trace_input_and_parameters_by_kind() -> None:
     params = {"temperature": 0.2, "max_tokens": 64, "stream": True, "seed": True, "stop": "x"}
     assert model_parameters(params) == {"temperature": 0.2, "max_tokens": 64}
     assert model_parameters({"stream": True}) is None
+
+
+async def test_audit_writer_writes_in_batches_and_keeps_order_past_a_failed_one() -> None:
+    class FailSecond(FlakyAudit):
+        def __init__(self) -> None:
+            super().__init__(failures=0)
+            self.calls = 0
+            self.sizes: list[int] = []
+
+        async def record_all(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+            self.calls += 1
+            self.sizes.append(len(entries))
+            if self.calls == 2:
+                writer.observe(event(call_id=f"{99:032x}"))  # arrives during the flush
+                raise AuditUnavailable("database down")
+            return await super().record_all(entries)
+
+    audit = FailSecond()
+    writer = CallAuditWriter(audit, batch_size=2)  # type: ignore[arg-type]
+    for i in range(5):
+        writer.observe(event(call_id=f"{i:032x}"))
+    with pytest.raises(AuditUnavailable):
+        await writer.flush()
+    assert [e.request_id for e in audit.written] == [f"{i:032x}" for i in range(2)]
+    await writer.flush()
+    assert [e.request_id for e in audit.written] == [f"{i:032x}" for i in (0, 1, 2, 3, 4, 99)]
+    assert max(audit.sizes) == 2
+    await writer.aclose()

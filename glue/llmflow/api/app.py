@@ -157,5 +157,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes_training.router)
     app.include_router(routes_datasets.router)
 
+    # the gateway's POST routes skip FastAPI's routing (see GatewayFastPath); the metrics
+    # middleware, added last, wraps it and reads the route it sets
+    app.add_middleware(routes_gateway.GatewayFastPath)
     app.add_middleware(HttpMetrics)
     return app

@@ -57,18 +57,23 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "content": {MEDIA_TYPE: {}}} for s in statuses}
 
 
+def domain_problem(request: Request, exc: LLMFlowError) -> JSONResponse:
+    """The problem details of a platform error (401s also say ``WWW-Authenticate``)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    errors = (
+        [{"entity_type": entity} for entity in exc.entities]
+        if isinstance(exc, PiiBlocked)
+        else None
+    )
+    return problem_response(
+        request, exc.status, exc.code, exc.title, exc.detail, errors=errors, headers=headers
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LLMFlowError)
     async def _domain(request: Request, exc: LLMFlowError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        errors = (
-            [{"entity_type": entity} for entity in exc.entities]
-            if isinstance(exc, PiiBlocked)
-            else None
-        )
-        return problem_response(
-            request, exc.status, exc.code, exc.title, exc.detail, errors=errors, headers=headers
-        )
+        return domain_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,14 +11,16 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llmflow.api.deps import PrincipalDep, RuntimeDep
-from llmflow.api.problems import problem_responses
+from llmflow.api.deps import PrincipalDep, RuntimeDep, get_principal, get_runtime
+from llmflow.api.problems import domain_problem, problem_responses
 from llmflow.errors import LLMFlowError
 from llmflow.gateway.inprocess import InProcessModel
 from llmflow.gateway.service import GatewayRequestError, GatewayService
@@ -27,8 +29,10 @@ from llmflow.runtime import Runtime
 
 router = APIRouter(tags=["gateway"])
 
+Classification = Literal["public", "internal", "confidential", "secret"]
+CLASSIFICATIONS = frozenset(get_args(Classification))
 ClassificationHeader = Annotated[
-    Literal["public", "internal", "confidential", "secret"],
+    Classification,
     Header(
         alias="X-Data-Classification",
         description="classification of the data in this request; the policy decides which "
@@ -43,11 +47,20 @@ _OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _body(request: Request, limit: int) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > limit:
+    """The JSON object of the request; 413 as soon as the body passes ``limit`` bytes (by its
+    ``Content-Length`` before reading, or while reading a chunked one)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise GatewayRequestError(413, f"request body over {limit:,} bytes", "body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayRequestError(413, f"request body over {limit:,} bytes", "body_too_large")
+        chunks.append(chunk)
     try:
-        body = json.loads(raw)
+        body = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise GatewayRequestError(400, "the body is not valid JSON", "invalid_json") from exc
     if not isinstance(body, dict):
@@ -124,30 +137,94 @@ async def _proxy(
         )
 
 
-def _add_proxy_route(path: str, kind: str, streamable: bool, name: str, doc: str) -> None:
-    """One POST route that proxies ``kind`` requests to the backends' ``path``."""
+class ProxyRoute(NamedTuple):
+    path: str
+    kind: str
+    streamable: bool
+    name: str
+    doc: str
+
+
+PROXY_ROUTES = {
+    r.path: r
+    for r in (
+        ProxyRoute("/v1/chat/completions", "chat", True, "chat_completions",
+                   'OpenAI chat completions (streaming with ``"stream": true``).'),
+        ProxyRoute("/v1/completions", "completion", True, "completions",
+                   "OpenAI (legacy) completions."),
+        ProxyRoute("/v1/embeddings", "embedding", False, "embeddings", "OpenAI embeddings."),
+        ProxyRoute("/v1/rerank", "rerank", False, "rerank",
+                   "Rerank (``{model, query, documents, top_n}`` as vLLM and Infinity accept "
+                   "it), passed to the backend's ``/v1/rerank``."),
+    )
+}  # fmt: skip
+
+
+def _add_proxy_route(spec: ProxyRoute) -> None:
+    """One POST route that proxies ``spec.kind`` requests to the backends' ``spec.path``."""
 
     async def endpoint(
         request: Request, rt: RuntimeDep, principal: PrincipalDep,
         classification: ClassificationHeader = "internal",
     ) -> Response:  # fmt: skip
-        return await _proxy(request, rt, principal, classification, kind, path, streamable)
+        return await _proxy(
+            request, rt, principal, classification, spec.kind, spec.path, spec.streamable
+        )
 
-    endpoint.__name__ = endpoint.__qualname__ = name
-    endpoint.__doc__ = doc
-    router.add_api_route(path, endpoint, methods=["POST"], responses=_OPENAI_ERRORS)
+    endpoint.__name__ = endpoint.__qualname__ = spec.name
+    endpoint.__doc__ = spec.doc
+    router.add_api_route(spec.path, endpoint, methods=["POST"], responses=_OPENAI_ERRORS)
 
 
-for _path, _kind, _streamable, _name, _doc in (
-    ("/v1/chat/completions", "chat", True, "chat_completions",
-     'OpenAI chat completions (streaming with ``"stream": true``).'),
-    ("/v1/completions", "completion", True, "completions", "OpenAI (legacy) completions."),
-    ("/v1/embeddings", "embedding", False, "embeddings", "OpenAI embeddings."),
-    ("/v1/rerank", "rerank", False, "rerank",
-     "Rerank (``{model, query, documents, top_n}`` as vLLM and Infinity accept it), passed "
-     "to the backend's ``/v1/rerank``."),
-):  # fmt: skip
-    _add_proxy_route(_path, _kind, _streamable, _name, _doc)
+for _spec in PROXY_ROUTES.values():
+    _add_proxy_route(_spec)
+
+_ROUTE_OBJECTS = {
+    r.path: r for r in router.routes if isinstance(r, APIRoute) and r.path in PROXY_ROUTES
+}
+
+
+class GatewayFastPath:
+    """The gateway's POST routes as a plain ASGI handler in front of FastAPI's router.
+
+    They are the platform's hottest path. Through FastAPI each call also paid for the rest of
+    the middleware stack, route matching across every router of the app and dependency
+    resolution: about as much CPU as the proxying itself (docs/gateway.md, "Measuring").
+    Here a POST to one of :data:`PROXY_ROUTES` is answered by the same :func:`_proxy` after
+    the same credential check (:func:`~llmflow.api.deps.get_principal`), and its errors
+    have the same shapes. The FastAPI routes stay: they document the API and answer what
+    this handler passes on, a classification header outside the four values (FastAPI's
+    validation problem). Install it inside the metrics middleware, which reads the route
+    this handler puts in the scope.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        spec = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path, root = scope["path"], scope.get("root_path", "")
+            spec = PROXY_ROUTES.get(path[len(root) :] if root and path.startswith(root) else path)
+        if spec is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        classification = request.headers.get("x-data-classification", "internal")
+        if classification not in CLASSIFICATIONS:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = _ROUTE_OBJECTS[spec.path]
+        response: Response
+        try:
+            rt = await get_runtime(request)
+            principal = await get_principal(request, rt)
+            response = await _proxy(
+                request, rt, principal, classification, spec.kind, spec.path, spec.streamable
+            )
+        except LLMFlowError as exc:  # credentials (401) and anything _proxy passes on
+            response = domain_problem(request, exc)
+        await response(scope, receive, send)
 
 
 @router.get("/v1/models")

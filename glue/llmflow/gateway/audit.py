@@ -7,10 +7,10 @@ backend, status, tokens, latency and the prompt's PII summary (a count per entit
 a value) — through the platform's audit log (:class:`~llmflow.observability.audit.AuditLog`,
 PostgreSQL and its sinks).
 
-Batching follows the usage ledger's writer (:class:`llmflow.gateway.usage.UsageLedger`): the
-request path only puts the event on a bounded queue; a background task writes what is queued
-every ``flush_interval_s`` in one transaction per batch. A batch that cannot be written is
-kept and retried with the next round (bounded: the oldest are dropped, and logged, past
+Batching is the usage ledger's (:class:`llmflow.gateway.backlog.Backlog`): the request path
+only puts the event on a bounded queue; a background task writes what is queued every
+``flush_interval_s``, one transaction per batch. A batch that cannot be written is kept and
+retried with the next round (bounded: the oldest are dropped, and logged, past
 ``max_queued``). The call itself has been answered by then, so a failed write cannot refuse
 it: per-call events are the record of what happened, the fail-closed gate stays with the
 policy decision.
@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from llmflow.gateway import metrics
+from llmflow.gateway.backlog import Backlog
 from llmflow.gateway.calls import ROUTES, CallEvent
 from llmflow.observability.audit import AuditEntry, AuditLog
 
@@ -101,48 +101,28 @@ class CallAuditWriter:
         self,
         audit: AuditLog,
         flush_interval_s: float = 0.5,
-        batch_size: int = 500,
+        batch_size: int = 50,
         max_queued: int = 100_000,
     ) -> None:
         self.audit = audit
         self.flush_interval_s = flush_interval_s
-        self.batch_size = batch_size
-        self.max_queued = max_queued
-        self._queue: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=max_queued)
-        self._retry: list[AuditEntry] = []
+        self._backlog: Backlog[CallEvent] = Backlog("audit", batch_size, max_queued)
         self._writer: asyncio.Task[None] | None = None
 
     def observe(self, event: CallEvent) -> None:
         """Queue the call's event (never blocks the request)."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            metrics.OBSERVER_DROPPED.labels("audit").inc()
-            log.error("gateway audit queue full: the event of a %s call was dropped", event.model)
+        self._backlog.put(event)
 
     def start(self) -> None:
         if self._writer is None:
             self._writer = asyncio.create_task(self._run(), name="gateway-audit-writer")
 
     async def flush(self) -> None:
-        """Write everything queued now (and what a failed round left)."""
-        entries, self._retry = self._retry, []
-        while not self._queue.empty() and len(entries) < self.batch_size * 20:
-            entries.append(call_entry(self._queue.get_nowait()))
-        for start in range(0, len(entries), self.batch_size):
-            batch = entries[start : start + self.batch_size]
-            try:
-                await self.audit.record_all(batch)
-            except Exception:
-                self._keep(entries[start:])
-                raise
+        """Write everything queued now (and what a failed round left), in batches."""
+        await self._backlog.drain(self._write)
 
-    def _keep(self, entries: list[AuditEntry]) -> None:
-        overflow = len(entries) - self.max_queued
-        if overflow > 0:
-            log.error("gateway audit backlog full: %d call events dropped", overflow)
-            entries = entries[overflow:]
-        self._retry = entries
+    async def _write(self, events: list[CallEvent]) -> None:
+        await self.audit.record_all([call_entry(e) for e in events])
 
     async def _run(self) -> None:
         while True:
@@ -161,4 +141,4 @@ class CallAuditWriter:
         try:
             await self.flush()
         except Exception:
-            log.error("gateway call audit events lost at shutdown: %d", len(self._retry))
+            log.error("gateway call audit events lost at shutdown: %d", len(self._backlog))

@@ -43,6 +43,7 @@ BACKEND_UP = Gauge(
 )
 OBSERVER_DROPPED = Counter(
     "llmflow_gateway_observer_dropped_total",
-    "Call events an observer (audit writer, Langfuse tracer) dropped because its queue was full",
+    "Records a background writer (audit, usage) or the Langfuse tracer dropped because its "
+    "queue was full",
     ["observer"],
 )

@@ -32,6 +32,7 @@ from llmflow.gateway.upstream import (
     Backend,
     BackendPool,
     JsonReply,
+    StreamReply,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -264,7 +265,7 @@ class GatewayService:
         async def count(answer: str) -> tuple[int, int]:
             return await self._count_tokens(backend, route, body, answer)
 
-        events = sse.events(response.aiter_lines())
+        events = sse.events(response.lines())
         return self._relay(ctx, events, response.aclose, count, client_wants_usage)
 
     # -- in-process models ------------------------------------------------------------
@@ -371,30 +372,24 @@ class GatewayService:
 
     async def _open_stream(
         self, ctx: CallContext, path: str, body: dict[str, Any]
-    ) -> tuple[ModelRoute, Backend, httpx.Response]:
+    ) -> tuple[ModelRoute, Backend, StreamReply]:
         last: UpstreamError | None = None
         for route in ctx.chain or [ctx.route]:
             for backend in self.pool.candidates(route.name):
                 try:
                     await self._ensure_adapter(route, backend)
-                    request = backend.client.build_request(
-                        "POST",
-                        path,
-                        json=_for_backend(body, route, backend),
-                        headers=backend.headers(),
-                    )
-                    response = await backend.client.send(request, stream=True)
-                except httpx.HTTPError as exc:
+                    response = await backend.open_stream(path, _for_backend(body, route, backend))
+                    if response.status_code >= 400:
+                        error = normalise_error(
+                            response.status_code, _json_or_text(await response.read())
+                        )
+                        if not error.retryable:
+                            backend.breaker.success()
+                            raise error
+                        last = self._failed(route, backend, error)
+                        continue
+                except (httpx.HTTPError, UpstreamUnreachable) as exc:
                     last = self._failed(route, backend, exc)
-                    continue
-                if response.status_code >= 400:
-                    await response.aread()
-                    await response.aclose()
-                    error = normalise_error(response.status_code, _json_or_text(response))
-                    if not error.retryable:
-                        backend.breaker.success()
-                        raise error
-                    last = self._failed(route, backend, error)
                     continue
                 backend.breaker.success()
                 return route, backend, response
@@ -554,13 +549,14 @@ class GatewayService:
         except asyncio.CancelledError:
             status, code = 499, "client_closed"
             raise
-        except (httpx.HTTPError, LLMFlowError) as exc:
+        except (UpstreamUnreachable, LLMFlowError) as exc:
             if isinstance(exc, LLMFlowError):  # an in-process model failed mid-stream
                 status, code = exc.status, exc.code
                 yield sse.encode(UpstreamError(exc.status, exc.detail, code=exc.code).body)
             else:
                 status, code = 502, "upstream_stream_broken"
-                yield sse.encode(normalise_error(502, "the upstream stream broke off").body)
+                broken = UpstreamError(502, "the upstream stream broke off", code=code)
+                yield sse.encode(broken.body)
             yield sse.DONE
         finally:
             # On a client disconnect Starlette cancels this generator inside an anyio cancel

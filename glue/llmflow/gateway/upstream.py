@@ -1,9 +1,10 @@
 """Upstream replicas: pooled HTTP clients each, a circuit breaker, weighted picks.
 
-Non-streaming JSON calls — most of the gateway's traffic — go through an ``aiohttp``
-session (:meth:`Backend.post_json`): per call it costs about a third of ``httpx``'s CPU
-(0.22 vs 0.67 ms measured against the scripted upstream), which is most of the gateway's
-own overhead. Streams, adapter loads, ``/tokenize`` and health probes keep ``httpx``.
+Chat, completion, embedding and rerank calls, streamed or not, go through an ``aiohttp``
+session (:meth:`Backend.post_json`, :meth:`Backend.open_stream`): per call it costs about a
+third of ``httpx``'s CPU (0.22 vs 0.67 ms measured against the scripted upstream), which was
+most of the gateway's own overhead. Adapter loads, ``/tokenize`` and health probes keep
+``httpx``.
 
 A backend that fails (connection refused, timeout, 5xx) ``breaker_failures`` times in a row
 opens its circuit: it gets no traffic for ``breaker_reset_s``, then one probe request; a
@@ -16,7 +17,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,10 +185,73 @@ class JsonSession:
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(str(exc)) from exc
 
+    async def stream(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> StreamReply:
+        """POST and return once the answer's head has arrived; its body is read as it comes.
+        No total timeout (a long answer may stream for minutes): ``timeout_s`` bounds each
+        wait for the next bytes instead."""
+        data = json.dumps(body, ensure_ascii=False).encode()
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeout.connect, sock_read=self._timeout.total
+        )
+        try:
+            response = await self._get().post(
+                path,
+                data=data,
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(str(exc)) from exc
+        return StreamReply(response)
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)  # let the connector close its transports
+
+
+class StreamReply:
+    """An upstream answer being streamed (server-sent events)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+
+    async def read(self) -> JsonReply:
+        """The whole (error) answer, and the connection back to the pool."""
+        try:
+            content = await self._response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._response.close()
+            raise UpstreamUnreachable(str(exc)) from exc
+        self._response.release()
+        return JsonReply(self.status_code, content)
+
+    async def lines(self) -> AsyncIterator[str]:
+        """The body's lines without their line ends, as they arrive (no line length limit:
+        one event may carry a long tool call). :class:`UpstreamUnreachable` when the
+        connection breaks or stalls past the timeout."""
+        pending = b""
+        try:
+            async for chunk in self._response.content.iter_any():
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnreachable(str(exc)) from exc
+        if pending:
+            yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+    async def aclose(self) -> None:
+        """Done with the answer: a fully read one returns its connection to the pool; one
+        abandoned midway closes it, which tells the upstream to stop generating."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 @dataclass(slots=True)
@@ -206,6 +270,11 @@ class Backend:
         """A non-streaming JSON POST; raises :class:`UpstreamUnreachable` (or its
         :class:`UpstreamTimeout`) when no answer came."""
         return await self.session.post(path, body, self.headers())
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> StreamReply:
+        """A streaming JSON POST, returned once its head arrived; raises
+        :class:`UpstreamUnreachable` (or :class:`UpstreamTimeout`) when none came."""
+        return await self.session.stream(path, body, self.headers())
 
     def headers(self) -> dict[str, str]:
         key = self.config.api_key

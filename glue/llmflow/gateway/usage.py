@@ -26,7 +26,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from llmflow.gateway.backlog import Backlog
 from llmflow.gateway.config import Quota
+from llmflow.storage.bulk import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +67,33 @@ _BUMP = text(
     RETURNING value
     """
 )
-_INSERT = text(
-    """
-    INSERT INTO gateway_usage (created_at, tenant_id, subject, model, backend, prompt_tokens,
-        completion_tokens, latency_ms, ttft_ms, status, stream, error_code)
-    VALUES (:created_at, :tenant_id, :subject, :model, :backend, :prompt_tokens,
-        :completion_tokens, :latency_ms, :ttft_ms, :status, :stream, :error_code)
-    """
-)
+_USAGE_COLUMNS = (
+    "created_at", "tenant_id", "subject", "model", "backend", "prompt_tokens",
+    "completion_tokens", "latency_ms", "ttft_ms", "status", "stream", "error_code",
+)  # fmt: skip
+
+
+_KEYS: dict[tuple[str, int], str] = {}
 
 
 def _minute_key(now: datetime) -> str:
-    return "m:" + now.strftime("%Y-%m-%dT%H:%M")
+    """``m:YYYY-MM-DDTHH:MM`` of ``now`` (UTC); the string is made once per minute."""
+    return _window_key("m", now, 60, "%Y-%m-%dT%H:%M")
 
 
 def _day_key(now: datetime) -> str:
-    return "d:" + now.strftime("%Y-%m-%d")
+    """``d:YYYY-MM-DD`` of ``now`` (UTC)."""
+    return _window_key("d", now, 86400, "%Y-%m-%d")
+
+
+def _window_key(prefix: str, now: datetime, seconds: int, fmt: str) -> str:
+    slot = int(now.timestamp()) // seconds
+    key = _KEYS.get((prefix, slot))
+    if key is None:
+        if len(_KEYS) > 64:
+            _KEYS.clear()
+        key = _KEYS[(prefix, slot)] = prefix + ":" + now.astimezone(UTC).strftime(fmt)
+    return key
 
 
 class UsageLedger:
@@ -90,17 +103,19 @@ class UsageLedger:
         self,
         sessions: async_sessionmaker[AsyncSession],
         flush_interval_s: float = 0.5,
-        batch_size: int = 500,
+        batch_size: int = 50,
         cache_ttl_s: float = 1.0,
         sync_interval_s: float = 0.1,
     ) -> None:
         self.sessions = sessions
         self.flush_interval_s = flush_interval_s
-        self.batch_size = batch_size
         self.cache_ttl_s = cache_ttl_s
-        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=100_000)
+        self._backlog: Backlog[UsageRecord] = Backlog("usage", batch_size)
         self._writer: asyncio.Task[None] | None = None
         self._day_tokens: dict[str, tuple[float, int]] = {}
+        self._day_reads: dict[str, asyncio.Lock] = {}
+        """One read of a tenant's day counter at a time: the requests that find the cached
+        value expired wait for that read instead of each making their own."""
         self.sync_interval_s = sync_interval_s
         self._syncer: asyncio.Task[None] | None = None
         self._minute_pending: dict[str, tuple[str, int]] = {}
@@ -205,32 +220,38 @@ class UsageLedger:
                 log.exception("syncing gateway quota counters failed")
 
     async def tokens_today(self, tenant: str, now: datetime | None = None) -> int:
-        now = now or datetime.now(UTC)
-        cached = self._day_tokens.get(tenant)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
-            return cached[1]
-        async with self.sessions() as session:
-            value = (
-                await session.execute(
-                    text(
-                        "SELECT value FROM gateway_quota_counters "
-                        "WHERE tenant_id = :tenant AND window_key = :window"
-                    ),
-                    {"tenant": tenant, "window": _day_key(now)},
-                )
-            ).scalar_one_or_none()
+        cached = self._fresh_day_tokens(tenant)
+        if cached is not None:
+            return cached
+        async with self._day_reads.setdefault(tenant, asyncio.Lock()):
+            cached = self._fresh_day_tokens(tenant)
+            if cached is not None:
+                return cached  # read by the request this one waited for
+            async with self.sessions() as session:
+                value = (
+                    await session.execute(
+                        text(
+                            "SELECT value FROM gateway_quota_counters "
+                            "WHERE tenant_id = :tenant AND window_key = :window"
+                        ),
+                        {"tenant": tenant, "window": _day_key(now or datetime.now(UTC))},
+                    )
+                ).scalar_one_or_none()
         used = int(value or 0)
         self._day_tokens[tenant] = (time.monotonic(), used)
         return used
+
+    def _fresh_day_tokens(self, tenant: str) -> int | None:
+        cached = self._day_tokens.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
+            return cached[1]
+        return None
 
     # -- ledger ---------------------------------------------------------------------
     def record(self, rec: UsageRecord) -> None:
         """Queue a record for the writer (never blocks the request)."""
         rec.created_at = rec.created_at or datetime.now(UTC)
-        try:
-            self._queue.put_nowait(rec)
-        except asyncio.QueueFull:
-            log.error("usage queue full: a usage record was dropped", extra={"model": rec.model})
+        self._backlog.put(rec)
 
     def start(self) -> None:
         """Start the usage writer and the quota counter sync (requests per minute are then
@@ -241,12 +262,8 @@ class UsageLedger:
             self._syncer = asyncio.create_task(self._sync_loop(), name="gateway-quota-sync")
 
     async def flush(self) -> None:
-        """Write everything queued now."""
-        batch: list[UsageRecord] = []
-        while not self._queue.empty() and len(batch) < self.batch_size * 20:
-            batch.append(self._queue.get_nowait())
-        if batch:
-            await self._write(batch)
+        """Write everything queued now (and what a failed round left), in batches."""
+        await self._backlog.drain(self._write)
 
     async def close(self) -> None:
         if self._syncer is not None:
@@ -294,35 +311,34 @@ class UsageLedger:
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         rows = [
-            {
-                "created_at": r.created_at,
-                "tenant_id": r.tenant_id,
-                "subject": r.subject,
-                "model": r.model,
-                "backend": r.backend,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "latency_ms": r.latency_ms,
-                "ttft_ms": r.ttft_ms,
-                "status": r.status,
-                "stream": r.stream,
-                "error_code": r.error_code,
-            }
+            (r.created_at, r.tenant_id, r.subject, r.model, r.backend, r.prompt_tokens,
+             r.completion_tokens, r.latency_ms, r.ttft_ms, r.status, r.stream, r.error_code)
             for r in batch
-        ]
+        ]  # fmt: skip
         per_day: dict[tuple[str, str], int] = {}
         for r in batch:
             assert r.created_at is not None
             key = (r.tenant_id, _day_key(r.created_at))
             per_day[key] = per_day.get(key, 0) + r.prompt_tokens + r.completion_tokens
+        totals: dict[str, int] = {}
+        today = _day_key(datetime.now(UTC))
         async with self.sessions() as session:
-            await session.execute(_INSERT, rows)
+            await copy_rows(session, "gateway_usage", _USAGE_COLUMNS, rows)
             for (tenant, window), n in sorted(per_day.items()):
                 if n:
-                    await session.execute(_BUMP, {"tenant": tenant, "window": window, "n": n})
+                    total = (
+                        await session.execute(_BUMP, {"tenant": tenant, "window": window, "n": n})
+                    ).scalar_one()
+                    if window == today:
+                        totals[tenant] = int(total)
             await session.commit()
         for tenant, _ in per_day:
-            self._day_tokens.pop(tenant, None)
+            # the counter as the commit left it, every replica's tokens included: the gate
+            # need not read it again
+            if tenant in totals:
+                self._day_tokens[tenant] = (time.monotonic(), totals[tenant])
+            else:
+                self._day_tokens.pop(tenant, None)
 
     # -- reports --------------------------------------------------------------------
     async def report(
