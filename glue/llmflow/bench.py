@@ -398,6 +398,15 @@ def bench_gateway(
             "share the others (Linux, two CPUs or more)"
         ),
     ] = False,
+    cpu_latency_qos: Annotated[
+        bool,
+        typer.Option(
+            help="hold the kernel's CPU latency request at 0 µs during the run "
+            "(/dev/cpu_dma_latency, as tuned's latency-performance profile does; Linux, "
+            "root): idle CPUs poll instead of halting, and a request's hops stop paying "
+            "for waking them"
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Added latency of the gateway against calling the upstream directly, side by side
@@ -407,17 +416,22 @@ def bench_gateway(
     from llmflow.bench_gateway import GatewayBenchOptions, run_gateway_bench
 
     _logging("WARNING")
-    result = run_gateway_bench(
-        GatewayBenchOptions(
-            concurrency=_ints(concurrency, "concurrency"),
-            requests=requests,
-            pii_guard=pii_guard,
-            soak_s=soak,
-            soak_streams=soak_streams,
-            upstream_latency_ms=upstream_latency_ms,
-            pin=pin,
+    try:
+        result = run_gateway_bench(
+            GatewayBenchOptions(
+                concurrency=_ints(concurrency, "concurrency"),
+                requests=requests,
+                pii_guard=pii_guard,
+                soak_s=soak,
+                soak_streams=soak_streams,
+                upstream_latency_ms=upstream_latency_ms,
+                pin=pin,
+                cpu_latency_qos=cpu_latency_qos,
+            )
         )
-    )
+    except RuntimeError as exc:  # a server did not start, or an option the machine lacks
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     if as_json:
         _emit_json(result)
         return
@@ -425,7 +439,9 @@ def bench_gateway(
         "concurrency", "requests", "direct p50", "gateway p50", "added p50",
         "direct p99", "gateway p99", "added p99", "errors (direct/gw)",
         title=f"gateway overhead, ms (PII guard {'on' if pii_guard else 'off'}, "
-        f"upstream answers after {upstream_latency_ms:g} ms)",
+        f"upstream answers after {upstream_latency_ms:g} ms"
+        f"{', gateway pinned' if result.get('pinned') else ''}"
+        f"{', CPU latency QoS 0' if result.get('cpu_latency_qos') else ''})",
     )  # fmt: skip
     for level in result["levels"]:
         table.add_row(

@@ -42,6 +42,7 @@ class GatewayBenchOptions:
     soak_streams: int = 1000
     upstream_latency_ms: float = 0.0
     pin: bool = False
+    cpu_latency_qos: bool = False
     """The scripted upstream waits this long before each non-streaming answer, as a model
     would. With an instant upstream, 50 and 200 concurrent requests measure how fast the
     three processes saturate the machine's cores, not the gateway's added latency."""
@@ -201,9 +202,13 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
     result: dict[str, Any] = {
         "pii_guard": opts.pii_guard,
         "upstream_latency_ms": opts.upstream_latency_ms,
+        "cpu_latency_qos": opts.cpu_latency_qos,
         "levels": [],
     }
-    with tempfile.TemporaryDirectory(prefix="llmflow-bench-gw-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="llmflow-bench-gw-") as tmp,
+        _cpu_latency_qos(opts.cpu_latency_qos),
+    ):
         data_dir = Path(tmp)
         models = [{"name": "bench-chat", "backends": [{"url": upstream}]}]
         env = {
@@ -248,6 +253,28 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
         if keep_log := os.environ.get("LLMFLOW_BENCH_GATEWAY_LOG"):
             shutil.copyfile(data_dir / "gateway.log", keep_log)
     return result
+
+
+@contextlib.contextmanager
+def _cpu_latency_qos(on: bool) -> Iterator[None]:
+    """With ``on``, ask the kernel for 0 µs CPU wake-up latency until the block ends (the PM
+    QoS request lasts while the file stays open). Idle CPUs then poll rather than halt; on
+    a virtual machine a halted vCPU takes tens of microseconds to wake, and each of a
+    request's four loopback hops can wake one."""
+    if not on:
+        yield
+        return
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    except OSError as exc:
+        raise RuntimeError(
+            f"--cpu-latency-qos needs /dev/cpu_dma_latency (Linux, root): {exc.strerror}"
+        ) from exc
+    try:
+        os.write(fd, (0).to_bytes(4, sys.byteorder, signed=True))
+        yield
+    finally:
+        os.close(fd)
 
 
 def _pin(pin: bool, gateway_pid: int, upstream_pid: int) -> dict[str, list[int]] | None:

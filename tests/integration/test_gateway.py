@@ -336,3 +336,47 @@ async def test_requests_during_a_sync_still_count(runtime: Any) -> None:
             await ledger.check("gw-sync-race", quota)
     finally:
         await ledger.close()
+
+
+async def test_fast_path_keeps_the_api_contract(api: httpx.AsyncClient, runtime: Any) -> None:
+    """The proxy routes skip FastAPI's routing (GatewayFastPath); what FastAPI did for them
+    still holds: credential problems, the classification header's validation, the body
+    limit, the route's metrics label and the OpenAPI document."""
+    from prometheus_client import REGISTRY
+
+    r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "x"))
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["instance"] == "/v1/chat/completions"
+    r = await api.post(
+        "/v1/chat/completions", json=chat("tiny-chat", "x"), headers={"Authorization": "Basic x"}
+    )
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+
+    h = await _key(runtime, "gw-fast")
+    bad = {**h, "X-Data-Classification": "top-secret"}
+    r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "x"), headers=bad)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == [
+        "header",
+        "X-Data-Classification",
+    ]
+
+    limit = runtime.settings.gateway.max_body_bytes
+    big = {**h, "Content-Type": "application/json", "Content-Length": str(limit + 1)}
+    r = await api.post("/v1/chat/completions", content=b"{}".ljust(limit + 1), headers=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def served() -> float:
+        value = REGISTRY.get_sample_value(
+            "llmflow_http_requests_total",
+            {"route": "/v1/chat/completions", "method": "POST", "status": "200"},
+        )
+        return value or 0.0
+
+    before = served()
+    r = await api.post("/v1/chat/completions", json=chat("tiny-chat", "x"), headers=h)
+    assert r.status_code == 200 and served() == before + 1
+
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank"):
+        assert "post" in paths[path]

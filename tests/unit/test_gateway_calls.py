@@ -195,3 +195,25 @@ async def test_audit_writer_writes_in_batches_and_keeps_order_past_a_failed_one(
     assert [e.request_id for e in audit.written] == [f"{i:032x}" for i in (0, 1, 2, 3, 4, 99)]
     assert max(audit.sizes) == 2
     await writer.aclose()
+
+
+async def test_backlog_batches_grow_when_the_writer_falls_behind() -> None:
+    from llmflow.gateway.backlog import Backlog
+
+    sizes: list[int] = []
+
+    async def write(batch: list[int]) -> None:
+        sizes.append(len(batch))
+
+    backlog: Backlog[int] = Backlog("test", batch_size=2, max_batch=10)
+    for i in range(6):
+        backlog.put(i)
+    await backlog.drain(write)
+    assert sizes == [2, 2, 2]  # a short queue: small steps on the event loop
+    sizes.clear()
+    for i in range(100):
+        backlog.put(i)
+    await backlog.drain(write)
+    # a deep one: a quarter of what is left per batch, bounded by max_batch
+    assert sizes[:3] == [10, 10, 10] and sum(sizes) == 100 and len(backlog) == 0
+    assert sizes[-1] <= 2

@@ -101,7 +101,7 @@ class CallAuditWriter:
         self,
         audit: AuditLog,
         flush_interval_s: float = 0.5,
-        batch_size: int = 50,
+        batch_size: int = 25,
         max_queued: int = 100_000,
     ) -> None:
         self.audit = audit

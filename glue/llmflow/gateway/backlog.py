@@ -5,7 +5,10 @@ puts its record on the queue; a background task writes what is queued every
 ``flush_interval_s``, ``batch_size`` records per transaction. Each batch is built and written
 in its own step on the event loop, so a backlog never stalls the requests in flight for
 long (one batch of a few hundred records held the loop for ~10 ms, which showed up as the
-gateway's p99). A batch that fails is kept, in order, for the next round; past
+gateway's p99). When the loop is so busy that small batches fall behind (1,000 concurrent
+streams: each round trip of a transaction waits its turn behind the streams' events), the
+batches grow with the backlog, up to ``max_batch``, so the writer catches up instead of the
+queue growing until it drops records. A batch that fails is kept, in order, for the next round; past
 ``max_queued`` the oldest are dropped and logged.
 """
 
@@ -23,9 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class Backlog(Generic[T]):
-    def __init__(self, name: str, batch_size: int = 50, max_queued: int = 100_000) -> None:
+    def __init__(
+        self, name: str, batch_size: int = 50, max_queued: int = 100_000, max_batch: int = 1000
+    ) -> None:
         self.name = name
         self.batch_size = batch_size
+        self.max_batch = max(batch_size, max_batch)
         self.max_queued = max_queued
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_queued)
         self._retry: list[T] = []
@@ -48,8 +54,9 @@ class Backlog(Generic[T]):
         left, in batches; re-raises a failed write after keeping its batch."""
         todo = len(self)
         while todo > 0:
-            batch, self._retry = self._retry[: self.batch_size], self._retry[self.batch_size :]
-            while len(batch) < self.batch_size and not self._queue.empty():
+            size = min(self.max_batch, max(self.batch_size, len(self) // 4))
+            batch, self._retry = self._retry[:size], self._retry[size:]
+            while len(batch) < size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if not batch:
                 return
