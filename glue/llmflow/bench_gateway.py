@@ -244,7 +244,7 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
             _process(gw_cmd, env, f"{gateway}/healthz", 120, data_dir / "gateway.log") as gw_pid,
         ):
             own_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            result["pinned"] = _pin(opts.pin, gw_pid, up_pid)
+            result["pinned"] = _pin(opts.pin, gw_pid, up_pid, data_dir)
             try:
                 result.update(asyncio.run(_measure(opts, upstream, gateway, headers, gw_pid)))
             finally:
@@ -253,6 +253,33 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
         if keep_log := os.environ.get("LLMFLOW_BENCH_GATEWAY_LOG"):
             shutil.copyfile(data_dir / "gateway.log", keep_log)
     return result
+
+
+def _database_processes(data_dir: Path) -> list[int]:
+    """The embedded PostgreSQL under ``data_dir``: its postmaster (which detaches from the
+    gateway that started it, so is found by its data directory on the command line) and
+    every process below it (Linux ``/proc``)."""
+    marker = str(data_dir).encode()
+    children: dict[int, list[int]] = {}
+    roots: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(proc.name))
+        if marker in command and b"postgres" in command:
+            roots.append(int(proc.name))
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.append(pid)
+            todo.extend(children.get(pid, []))
+    return out
 
 
 @contextlib.contextmanager
@@ -277,18 +304,24 @@ def _cpu_latency_qos(on: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def _pin(pin: bool, gateway_pid: int, upstream_pid: int) -> dict[str, list[int]] | None:
+def _pin(
+    pin: bool, gateway_pid: int, upstream_pid: int, data_dir: Path
+) -> dict[str, list[int]] | None:
     """With ``pin``, the gateway gets the last CPU to itself and the upstream and this load
     generator share the others, so that the gateway's added latency is not the time it waits
-    for a CPU the other two hold (Linux; needs at least two CPUs)."""
+    for a CPU the other two hold (Linux; needs at least two CPUs). The gateway's embedded
+    PostgreSQL (the postmaster serving ``data_dir`` and its processes; backends forked later
+    inherit its CPUs) goes with the others too: in a deployment the database is a service
+    of its own."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not pin or len(cpus) < 2:
         return None
     gateway_cpus, others = {cpus[-1]}, set(cpus[:-1])
     os.sched_setaffinity(gateway_pid, gateway_cpus)
-    for pid in (upstream_pid, os.getpid()):
-        os.sched_setaffinity(pid, others)
-    return {"gateway": sorted(gateway_cpus), "upstream_and_load": sorted(others)}
+    for pid in (upstream_pid, os.getpid(), *_database_processes(data_dir)):
+        with contextlib.suppress(ProcessLookupError):  # a backend that has just exited
+            os.sched_setaffinity(pid, others)
+    return {"gateway": sorted(gateway_cpus), "upstream_load_and_database": sorted(others)}
 
 
 async def _measure(

@@ -34,6 +34,6 @@ def test_bench_gateway_measures_both_paths() -> None:
     assert soak["errors"] == 0 and soak["completed"] > 0
     assert soak["gateway_rss_mb_series"] and soak["gateway_rss_mb_after"] > 0
     if len(cpus) >= 2:
-        assert result["pinned"]["gateway"] and result["pinned"]["upstream_and_load"]
+        assert result["pinned"]["gateway"] and result["pinned"]["upstream_load_and_database"]
     assert os.sched_getaffinity(0) == cpus  # the caller is not left pinned
     assert set(result["pii_guard_ms_per_kb"]) == {"1KB", "4KB", "16KB"}
