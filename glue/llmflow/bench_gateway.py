@@ -1,7 +1,9 @@
 """``llmflow bench gateway``: the gateway's own cost, side by side with calling the upstream
 directly, in one run.
 
-Three processes: a scripted OpenAI-compatible upstream (instant answers), the gateway
+Three processes: a scripted OpenAI-compatible upstream (instant answers, or after
+``--upstream-latency-ms``; served on a bare asyncio protocol, :mod:`llmflow.gateway.raw_upstream`,
+so that the baseline path costs little CPU), the gateway
 (``llmflow serve`` on an embedded PostgreSQL, API key auth, policy, quota and usage ledger
 on), and this load generator. Each concurrency level alternates direct and gateway rounds
 so both see the same machine. Added latency = gateway percentile − direct percentile; it
@@ -236,7 +238,7 @@ def run_gateway_bench(opts: GatewayBenchOptions) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {key}"}
         chunk_delay = "0.05" if opts.soak_s else "0"
         up_cmd = [sys.executable, "-m", "llmflow.gateway.scripted", "--port", str(up_port),
-                  "--chunk-delay", chunk_delay,
+                  "--raw", "--chunk-delay", chunk_delay,
                   "--delay", str(opts.upstream_latency_ms / 1000)]  # fmt: skip
         gw_cmd = [sys.executable, "-m", "llmflow.cli", "serve", "--port", str(gw_port)]
         with (

@@ -380,3 +380,46 @@ async def test_fast_path_keeps_the_api_contract(api: httpx.AsyncClient, runtime:
     paths = (await api.get("/openapi.json")).json()["paths"]
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank"):
         assert "post" in paths[path]
+
+
+async def test_day_tokens_are_read_in_the_background_once_known(runtime: Any) -> None:
+    """Only a tenant's first request waits for the day's counter; later ones go on with the
+    last value while an expired one is read again, and the limit follows the new value."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from llmflow.gateway.config import Quota
+    from llmflow.gateway.usage import QuotaExceeded, UsageLedger, _day_key
+
+    tenant = "gw-day-tokens"
+    quota = Quota(requests_per_minute=None, tokens_per_day=1000)
+
+    async def other_replica_used(n: int) -> None:
+        async with runtime.sessions() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO gateway_quota_counters (tenant_id, window_key, value) "
+                    "VALUES (:t, :w, :n) ON CONFLICT (tenant_id, window_key) "
+                    "DO UPDATE SET value = EXCLUDED.value"
+                ),
+                {"t": tenant, "w": _day_key(datetime.now(UTC)), "n": n},
+            )
+            await session.commit()
+
+    await other_replica_used(400)
+    ledger = UsageLedger(runtime.sessions, cache_ttl_s=0.2)
+    try:
+        assert await ledger.tokens_today(tenant) == 400  # the first request reads
+        await other_replica_used(1200)
+        await ledger.check(tenant, quota)  # cached 400: admitted
+        await asyncio.sleep(0.25)  # expired
+        assert await ledger.tokens_today(tenant) == 400  # served at once; the read starts
+        deadline = asyncio.get_running_loop().time() + 10
+        while await ledger.tokens_today(tenant) != 1200:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        with pytest.raises(QuotaExceeded):
+            await ledger.check(tenant, quota)
+    finally:
+        await ledger.close()

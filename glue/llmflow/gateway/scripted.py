@@ -89,20 +89,21 @@ class ScriptedUpstream:
             if problem:
                 return self._error(400, problem)
             return self._scripted_chat(model, body, self.chat_script(body))
+        out = self.answer_document(body, chat)
+        if body.get("stream"):
+            include = (body.get("stream_options") or {}).get("include_usage")
+            words = self._answer(body).split(" ")
+            return StreamingResponse(
+                self._stream(model, words, chat, out.get("usage") if include else None),
+                media_type="text/event-stream",
+            )
+        return JSONResponse(out)
+
+    def answer_document(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
+        """The non-streamed answer to ``body`` (its usage also goes with a stream)."""
         answer = self._answer(body)
         words = answer.split(" ")
         prompt_tokens = len(json.dumps(body.get("messages", body.get("prompt", ""))).split())
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(words),
-            "total_tokens": prompt_tokens + len(words),
-        }
-        if body.get("stream"):
-            include = (body.get("stream_options") or {}).get("include_usage")
-            return StreamingResponse(
-                self._stream(model, words, chat, usage if include else None),
-                media_type="text/event-stream",
-            )
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": answer}}
             if chat
@@ -113,12 +114,16 @@ class ScriptedUpstream:
             "id": "cmpl-scripted",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
-            "model": model,
+            "model": body.get("model", ""),
             "choices": [choice],
         }
         if self.report_usage:
-            out["usage"] = usage
-        return JSONResponse(out)
+            out["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            }
+        return out
 
     async def _stream(
         self, model: str, words: list[str], chat: bool, usage: dict[str, Any] | None
@@ -356,10 +361,22 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="chat and completions only, on a bare asyncio protocol (a fraction of the CPU)",
+    )
     args = parser.parse_args()
     upstream = ScriptedUpstream(
         "bench", delay_s=args.delay, chunk_delay_s=args.chunk_delay, record=False
     )
+    if args.raw:
+        import uvloop
+
+        from llmflow.gateway.raw_upstream import serve_forever
+
+        uvloop.run(serve_forever(upstream, args.port))
+        return
     uvicorn.run(upstream.app(), host="127.0.0.1", port=args.port, log_level="error",
                 lifespan="off", backlog=4096)  # fmt: skip
 

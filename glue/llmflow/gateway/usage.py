@@ -8,9 +8,9 @@
   the database directly.
 * Tokens per day: usage is written by a background writer in batches (off the request
   path); the same transaction adds the tokens to the tenant's counter for the day, and the
-  gate reads that counter through a cache refreshed every second. A replica can therefore
-  overshoot a daily limit by the tokens of the requests in flight — a day-long budget, not
-  a hard real-time cap.
+  gate reads that counter through a cache refreshed every second in the background. A
+  replica can therefore overshoot a daily limit by the tokens of the requests in flight —
+  a day-long budget, not a hard real-time cap.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class UsageLedger:
         self._writer: asyncio.Task[None] | None = None
         self._day_tokens: dict[str, tuple[float, int]] = {}
         self._day_reads: dict[str, asyncio.Lock] = {}
+        self._day_refresh: dict[str, asyncio.Task[None]] = {}
         """One read of a tenant's day counter at a time: the requests that find the cached
         value expired wait for that read instead of each making their own."""
         self.sync_interval_s = sync_interval_s
@@ -220,9 +221,27 @@ class UsageLedger:
                 log.exception("syncing gateway quota counters failed")
 
     async def tokens_today(self, tenant: str, now: datetime | None = None) -> int:
-        cached = self._fresh_day_tokens(tenant)
-        if cached is not None:
-            return cached
+        """The tenant's tokens today as last read: at most ``cache_ttl_s`` old, or one read
+        older while the next read is under way. Only a tenant's first request waits for
+        PostgreSQL; a request that finds the value expired starts the read and goes on with
+        the last value (a blocking read every second put one database round trip into the
+        gateway's p99)."""
+        cached = self._day_tokens.get(tenant)
+        if cached is None:
+            return await self._read_day_tokens(tenant, now)
+        if time.monotonic() - cached[0] >= self.cache_ttl_s and tenant not in self._day_refresh:
+            task = asyncio.create_task(self._refresh_day_tokens(tenant))
+            self._day_refresh[tenant] = task
+            task.add_done_callback(lambda _: self._day_refresh.pop(tenant, None))
+        return cached[1]
+
+    async def _refresh_day_tokens(self, tenant: str) -> None:
+        try:
+            await self._read_day_tokens(tenant)
+        except Exception:  # the last value serves until a read succeeds
+            log.warning("reading the day's token counter of %s failed", tenant, exc_info=True)
+
+    async def _read_day_tokens(self, tenant: str, now: datetime | None = None) -> int:
         async with self._day_reads.setdefault(tenant, asyncio.Lock()):
             cached = self._fresh_day_tokens(tenant)
             if cached is not None:
@@ -266,6 +285,10 @@ class UsageLedger:
         await self._backlog.drain(self._write)
 
     async def close(self) -> None:
+        for task in list(self._day_refresh.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
