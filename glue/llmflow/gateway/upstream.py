@@ -174,27 +174,28 @@ class JsonSession:
         return self._session
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> JsonReply:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        try:
-            async with self._get().post(
-                path, data=data, headers={**headers, "Content-Type": "application/json"}
-            ) as response:
-                return JsonReply(response.status, await response.read())
-        except TimeoutError as exc:
-            raise UpstreamTimeout(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(str(exc)) from exc
+        """POST and read the whole answer within ``timeout_s``."""
+        return await StreamReply(await self._send(path, body, headers, self._timeout)).read()
 
     async def stream(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> StreamReply:
         """POST and return once the answer's head has arrived; its body is read as it comes.
         No total timeout (a long answer may stream for minutes): ``timeout_s`` bounds each
         wait for the next bytes instead."""
-        data = json.dumps(body, ensure_ascii=False).encode()
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self._timeout.connect, sock_read=self._timeout.total
         )
+        return StreamReply(await self._send(path, body, headers, timeout))
+
+    async def _send(
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        data = json.dumps(body, ensure_ascii=False).encode()
         try:
-            response = await self._get().post(
+            return await self._get().post(
                 path,
                 data=data,
                 headers={**headers, "Content-Type": "application/json"},
@@ -204,7 +205,6 @@ class JsonSession:
             raise UpstreamTimeout(str(exc)) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(str(exc)) from exc
-        return StreamReply(response)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -220,10 +220,13 @@ class StreamReply:
         self.status_code = response.status
 
     async def read(self) -> JsonReply:
-        """The whole (error) answer, and the connection back to the pool."""
+        """The whole answer, and the connection back to the pool."""
         try:
             content = await self._response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            self._response.close()
+            raise UpstreamTimeout(str(exc)) from exc
+        except aiohttp.ClientError as exc:
             self._response.close()
             raise UpstreamUnreachable(str(exc)) from exc
         self._response.release()

@@ -114,9 +114,9 @@ class UsageLedger:
         self._writer: asyncio.Task[None] | None = None
         self._day_tokens: dict[str, tuple[float, int]] = {}
         self._day_reads: dict[str, asyncio.Lock] = {}
+        """One read of a tenant's day counter at a time: the requests that find no value yet
+        wait for that read instead of each making their own."""
         self._day_refresh: dict[str, asyncio.Task[None]] = {}
-        """One read of a tenant's day counter at a time: the requests that find the cached
-        value expired wait for that read instead of each making their own."""
         self.sync_interval_s = sync_interval_s
         self._syncer: asyncio.Task[None] | None = None
         self._minute_pending: dict[str, tuple[str, int]] = {}
