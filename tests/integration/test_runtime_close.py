@@ -82,7 +82,7 @@ async def test_call_events_queued_at_close_reach_every_audit_sink(
                     )
                     assert r.status_code == 200, r.text
             # Answered, and their events still queued in the process.
-            assert call_events(opensearch) == [] and writer._queue.qsize() == 3
+            assert call_events(opensearch) == [] and len(writer._backlog) == 3
             await rt.close()
             closed = True
         finally:
