@@ -165,3 +165,29 @@ async def test_sink_reports_an_unreachable_server() -> None:
             await sink.send([entry(0)])
     finally:
         await sink.aclose()
+
+
+async def test_ids_in_details_are_not_sent_to_the_masker() -> None:
+    """A run id is hex from our code; the PII engine masked digit runs inside ~2% of them
+    (``d5c0041e2c99495b*********e4179ea``), and the audit trail lost the id it points to."""
+    from llmflow.observability.audit import AuditEntry, AuditLog
+
+    seen: list[dict[str, object]] = []
+
+    async def digits_are_pii(details: dict[str, object], tenant: str) -> dict[str, object]:
+        seen.append(dict(details))
+        return {k: "*" * 9 if isinstance(v, str) else v for k, v in details.items()}
+
+    log = AuditLog(None, masker=digits_are_pii)  # type: ignore[arg-type]
+    entry = AuditEntry(
+        tenant_id="t", actor="erp", actor_kind="service", action="app.run.finished",
+        resource_type="app", resource_id="po-summary", decision="allow", reason="",
+        request_id=None, created_at=datetime.now(UTC),
+        details={"run_id": "d5c0041e2c99495bab4555530e4179ea", "response_mode": "blocking",
+                 "note": "김도현 010-4582-7104"},
+    )  # fmt: skip
+    prepared = await log._prepare(entry)
+    assert prepared.details["run_id"] == "d5c0041e2c99495bab4555530e4179ea"
+    assert prepared.details["response_mode"] == "blocking"
+    assert prepared.details["note"] == "*********"  # free text is still masked
+    assert seen == [{"note": "김도현 010-4582-7104"}]

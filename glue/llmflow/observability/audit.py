@@ -61,6 +61,8 @@ STRUCTURAL_KEYS = frozenset(
         "knowledge_base",
         "knowledge_bases",
         "key_id",
+        "run_id",
+        "response_mode",
     }
 )
 """Detail keys whose string values our code writes or validates (HTTP method, route template,
