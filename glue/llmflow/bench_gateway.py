@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -147,6 +148,23 @@ ERROR_SAMPLES: list[str] = []
 def _note_error(text: str) -> None:
     if len(ERROR_SAMPLES) < 10:
         ERROR_SAMPLES.append(text)
+
+
+@contextlib.contextmanager
+def _generator_gc_paused() -> Iterator[None]:
+    """Keep this process's own garbage collections out of the timings. The load generator
+    imports most of llmflow (~600k tracked objects); a full collection in it took 25 to
+    290 ms and stalled every request in flight, which at 200 concurrent decided the p99 of
+    whichever path happened to be measured. Collected between phases instead, as timing
+    tools do."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 async def _ttft(
@@ -329,6 +347,17 @@ def _pin(
 async def _measure(
     opts: GatewayBenchOptions, upstream: str, gateway: str, headers: dict[str, str], gw_pid: int
 ) -> dict[str, Any]:
+    gc.collect()
+    gc.freeze()  # start-up objects: the collections between phases skip them
+    try:
+        return await _measure_frozen(opts, upstream, gateway, headers, gw_pid)
+    finally:
+        gc.unfreeze()
+
+
+async def _measure_frozen(
+    opts: GatewayBenchOptions, upstream: str, gateway: str, headers: dict[str, str], gw_pid: int
+) -> dict[str, Any]:
     out: dict[str, Any] = {"levels": []}
     # aiohttp, not httpx: httpx's pool costs the generator more CPU per request than the
     # gateway adds, and the three processes share the machine's cores.
@@ -346,10 +375,12 @@ async def _measure(
             errors = {"direct": 0, "gateway": 0}
             per_round = max(1, opts.requests // opts.rounds)
             for _ in range(opts.rounds):
-                lat, err = await _load(client, direct_url, {}, per_round, c, spread)
+                with _generator_gc_paused():
+                    lat, err = await _load(client, direct_url, {}, per_round, c, spread)
                 direct += lat
                 errors["direct"] += err
-                lat, err = await _load(client, gw_url, headers, per_round, c, spread)
+                with _generator_gc_paused():
+                    lat, err = await _load(client, gw_url, headers, per_round, c, spread)
                 via += lat
                 errors["gateway"] += err
             d50, d99 = _percentile(direct, 50), _percentile(direct, 99)
@@ -361,8 +392,10 @@ async def _measure(
                 "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99,
                 "ratio_p50": g50 / d50 if d50 else None,
             })  # fmt: skip
-        d_ttft = await _ttft(client, direct_url, {}, opts.streams)
-        g_ttft = await _ttft(client, gw_url, headers, opts.streams)
+        with _generator_gc_paused():
+            d_ttft = await _ttft(client, direct_url, {}, opts.streams)
+        with _generator_gc_paused():
+            g_ttft = await _ttft(client, gw_url, headers, opts.streams)
         out["ttft"] = {
             "direct_p50_ms": statistics.median(d_ttft) if d_ttft else None,
             "gateway_p50_ms": statistics.median(g_ttft) if g_ttft else None,

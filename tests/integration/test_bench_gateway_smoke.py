@@ -4,6 +4,7 @@ CPU pinning and the soak's RSS series."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 from llmflow.bench_gateway import GatewayBenchOptions, run_gateway_bench
@@ -11,6 +12,7 @@ from llmflow.bench_gateway import GatewayBenchOptions, run_gateway_bench
 
 def test_bench_gateway_measures_both_paths() -> None:
     cpus = os.sched_getaffinity(0)
+    frozen = gc.get_freeze_count()
     result = run_gateway_bench(
         GatewayBenchOptions(
             concurrency=[1, 4],
@@ -36,4 +38,6 @@ def test_bench_gateway_measures_both_paths() -> None:
     if len(cpus) >= 2:
         assert result["pinned"]["gateway"] and result["pinned"]["upstream_load_and_database"]
     assert os.sched_getaffinity(0) == cpus  # the caller is not left pinned
+    # nor with its collector off or its objects frozen
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
     assert set(result["pii_guard_ms_per_kb"]) == {"1KB", "4KB", "16KB"}
