@@ -5,10 +5,12 @@
 One process: a scripted Dify workflow endpoint (``POST /v1/workflows/run``, a fixed blocking
 answer as Dify 1.14.2 shapes it) on a loopback port, and the glue app in-process (ASGI, so
 the glue's own HTTP parsing is not counted) on an embedded PostgreSQL in a temporary data
-directory. Direct and facade calls alternate so both see the same machine; the added latency
-is facade percentile − direct percentile: authentication (an LLMFlow API key here),
-the policy decision and its audit row, the run record (insert + update), the sealed key,
-optionally the PII guard, and the finished-run audit row.
+directory. Direct and facade calls alternate so both see the same machine, timed with the
+objects of start-up frozen out of the garbage collector as the serving process runs
+(:func:`llmflow.bench_gc.startup_frozen`); the added latency is facade percentile − direct
+percentile: authentication (an LLMFlow API key here), the policy decision and its audit row,
+the run record (insert + update), the sealed key, optionally the PII guard, and the
+finished-run audit row.
 
 The policy in ``policies_dir`` must know the ``app.run`` action (docs/erp-facade.md).
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from llmflow.bench_gc import startup_frozen
 from llmflow.settings import Settings
 
 ANSWER = {
@@ -123,9 +126,10 @@ async def measure(settings: Settings, calls: int, pii_guard: bool) -> dict[str, 
                 await via()
             d: list[float] = []
             f: list[float] = []
-            for _ in range(calls):
-                d.append(await direct())
-                f.append(await via())
+            with startup_frozen():  # as the serving process after start-up
+                for _ in range(calls):
+                    d.append(await direct())
+                    f.append(await via())
         result = {
             "calls": calls,
             "pii_guard": pii_guard,

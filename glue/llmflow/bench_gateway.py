@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from llmflow.bench_gc import startup_frozen
 from llmflow.gateway.scripted import free_port
 
 
@@ -347,12 +348,8 @@ def _pin(
 async def _measure(
     opts: GatewayBenchOptions, upstream: str, gateway: str, headers: dict[str, str], gw_pid: int
 ) -> dict[str, Any]:
-    gc.collect()
-    gc.freeze()  # start-up objects: the collections between phases skip them
-    try:
+    with startup_frozen():  # start-up objects: the collections between phases skip them
         return await _measure_frozen(opts, upstream, gateway, headers, gw_pid)
-    finally:
-        gc.unfreeze()
 
 
 async def _measure_frozen(

@@ -382,6 +382,55 @@ async def test_fast_path_keeps_the_api_contract(api: httpx.AsyncClient, runtime:
         assert "post" in paths[path]
 
 
+async def test_fast_path_answers_an_unexpected_error_with_a_500(
+    api: httpx.AsyncClient, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug behind the proxy routes gets a 500 in OpenAI's shape, counted in the request
+    metrics, without its message; the error still reaches the server, which logs it."""
+    from prometheus_client import REGISTRY
+
+    h = await _key(runtime, "gw-fast-500")
+    gateway = await runtime.gateway()
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug with a secret in its message")
+
+    monkeypatch.setattr(gateway, "prepare", broken)
+    labels = {"route": "/v1/embeddings", "method": "POST", "status": "500"}
+    before = REGISTRY.get_sample_value("llmflow_http_requests_total", labels) or 0.0
+    app = api._transport.app  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="a bug"):
+        await api.post("/v1/embeddings", json={"model": "tiny-embed", "input": "x"}, headers=h)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://llmflow.test") as c:
+        r = await c.post("/v1/embeddings", json={"model": "tiny-embed", "input": "x"}, headers=h)
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "server_error" and "secret" not in r.text
+    after = REGISTRY.get_sample_value("llmflow_http_requests_total", labels)
+    assert after == before + 2
+
+
+def test_fast_route_picks_only_the_proxy_posts() -> None:
+    from llmflow.api.routes_gateway import fast_route
+
+    def scope(method: str, path: str, root: str = "", **headers: str) -> dict[str, Any]:
+        raw = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+        return {"type": "http", "method": method, "path": path, "root_path": root,
+                "headers": raw}  # fmt: skip
+
+    spec = fast_route(scope("POST", "/v1/chat/completions"))
+    assert spec is not None and spec.kind == "chat"
+    assert fast_route(scope("POST", "/llm/v1/embeddings", "/llm")).kind == "embedding"  # type: ignore[union-attr]
+    assert fast_route(scope("GET", "/v1/chat/completions")) is None
+    assert fast_route(scope("POST", "/v1/models")) is None
+    assert fast_route(scope("POST", "/v1/chat/completions/x")) is None
+    ok = scope("POST", "/v1/rerank", x_data_classification="secret")
+    assert fast_route(ok) is not None
+    # a value outside the four goes to FastAPI, whose validation problem answers it
+    assert fast_route(scope("POST", "/v1/rerank", x_data_classification="top-secret")) is None
+    assert fast_route({"type": "websocket", "path": "/v1/rerank", "headers": []}) is None
+
+
 async def test_day_tokens_are_read_in_the_background_once_known(runtime: Any) -> None:
     """Only a tenant's first request waits for the day's counter; later ones go on with the
     last value while an expired one is read again, and the limit follows the new value."""

@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from llmflow import __version__
 from llmflow.api import (
@@ -29,13 +27,33 @@ from llmflow.api import (
     routes_tools,
     routes_training,
 )
+from llmflow.api.http_metrics import HttpMetrics
 from llmflow.runtime import Runtime
 from llmflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REQUESTS = Counter("llmflow_http_requests_total", "HTTP requests", ["route", "method", "status"])
-LATENCY = Histogram("llmflow_http_request_seconds", "HTTP request latency", ["route", "method"])
+
+class GlueAPI(FastAPI):
+    """The glue API: FastAPI, with the gateway's proxy routes answered ahead of its
+    middleware stack (:func:`llmflow.api.routes_gateway.answer`).
+
+    FastAPI's own OpenTelemetry instrumentation, when a process-wide provider is configured,
+    covers only requests that go through FastAPI, so the proxy routes take the FastAPI path
+    then. The gateway's traces go to Langfuse through its own provider either way.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            if self.root_path:  # as FastAPI.__call__ sets it
+                scope["root_path"] = self.root_path
+            spec = routes_gateway.fast_route(scope)
+            telemetry = getattr(self, "_native_telemetry", None)
+            if spec is not None and not (telemetry is not None and telemetry.enabled()):
+                scope["app"] = self
+                await routes_gateway.answer(spec, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _refresh_adapter_routes(rt: Runtime, every_s: float = 30.0) -> None:
@@ -49,40 +67,6 @@ async def _refresh_adapter_routes(rt: Runtime, every_s: float = 30.0) -> None:
         except Exception:  # the database may be restarting; the next round retries
             log.warning("refreshing the adapter routes failed", exc_info=True)
         await asyncio.sleep(every_s)
-
-
-class HttpMetrics:
-    """Requests and latency per route template, as a plain ASGI middleware.
-
-    Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs every request in a
-    task group and re-streams the response through a memory channel; on the gateway's hot
-    path that cost more than the rest of the middleware stack together.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            REQUESTS.labels(path, method, str(status)).inc()
-            LATENCY.labels(path, method).observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -135,7 +119,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             if owned:
                 await rt.close()
 
-    app = FastAPI(
+    app = GlueAPI(
         title="LLMFlow glue API",
         version=__version__,
         summary="Korean-aware ingestion, hybrid retrieval and Dify External Knowledge API",
@@ -157,8 +141,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes_training.router)
     app.include_router(routes_datasets.router)
 
-    # the gateway's POST routes skip FastAPI's routing (see GatewayFastPath); the metrics
-    # middleware, added last, wraps it and reads the route it sets
-    app.add_middleware(routes_gateway.GatewayFastPath)
     app.add_middleware(HttpMetrics)
     return app
