@@ -44,12 +44,12 @@ class GlueAPI(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            if self.root_path:  # as FastAPI.__call__ sets it
-                scope["root_path"] = self.root_path
-            spec = routes_gateway.fast_route(scope)
+        if self.root_path:  # first, as FastAPI.__call__ does: fast_route reads it
+            scope["root_path"] = self.root_path
+        spec = routes_gateway.fast_route(scope)  # None for all but the proxy routes' POSTs
+        if spec is not None:
             telemetry = getattr(self, "_native_telemetry", None)
-            if spec is not None and not (telemetry is not None and telemetry.enabled()):
+            if telemetry is None or not telemetry.enabled():
                 scope["app"] = self
                 await routes_gateway.answer(spec, scope, receive, send)
                 return
