@@ -1,10 +1,10 @@
 """Upstream replicas: pooled HTTP clients each, a circuit breaker, weighted picks.
 
-Chat, completion, embedding and rerank calls, streamed or not, go through an ``aiohttp``
-session (:meth:`Backend.post_json`, :meth:`Backend.open_stream`): per call it costs about a
-third of ``httpx``'s CPU (0.22 vs 0.67 ms measured against the scripted upstream), which was
-most of the gateway's own overhead. Adapter loads, ``/tokenize`` and health probes keep
-``httpx``.
+Chat, completion, embedding and rerank calls, streamed or not, go through the pooled
+HTTP/1.1 client of :mod:`llmflow.gateway.http1` (:meth:`Backend.post_json`,
+:meth:`Backend.open_stream`): the gateway's own latency is mostly its per-request cost, and
+that client costs a fraction of ``httpx``'s or ``aiohttp``'s. Adapter loads, ``/tokenize``
+and health probes keep ``httpx``.
 
 A backend that fails (connection refused, timeout, 5xx) ``breaker_failures`` times in a row
 opens its circuit: it gets no traffic for ``breaker_reset_s``, then one probe request; a
@@ -21,10 +21,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import httpx
 
 from llmflow.gateway.config import BackendConfig, GatewaySettings
+from llmflow.gateway.http1 import Http1Pool, Reply
+from llmflow.gateway.http1 import UpstreamTimeout as UpstreamTimeout
+from llmflow.gateway.http1 import UpstreamUnreachable as UpstreamUnreachable
 
 
 class UpstreamError(Exception):
@@ -128,14 +130,6 @@ class CircuitBreaker:
         return "half_open" if self.probing else "open"
 
 
-class UpstreamUnreachable(Exception):
-    """The replica could not be reached, or the connection broke before an answer."""
-
-
-class UpstreamTimeout(UpstreamUnreachable):
-    """The replica did not answer within the gateway's timeout."""
-
-
 @dataclass(frozen=True, slots=True)
 class JsonReply:
     """A complete upstream answer: status and body bytes."""
@@ -152,109 +146,65 @@ class JsonReply:
 
 
 class JsonSession:
-    """One ``aiohttp`` session per replica URL, opened on first use (a session belongs to
-    the event loop that is running when it is created)."""
+    """The connection pool of one replica URL (:class:`~llmflow.gateway.http1.Http1Pool`)
+    with JSON bodies and the gateway's timeouts."""
 
     def __init__(
         self, url: str, timeout_s: float, connect_timeout_s: float, keepalive_s: float
     ) -> None:
         self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
-        self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=2000, limit_per_host=0, keepalive_timeout=self._keepalive_s
-            )
-            self._session = aiohttp.ClientSession(
-                self.url, connector=connector, timeout=self._timeout, auto_decompress=True
-            )
-        return self._session
+        self.timeout_s = timeout_s
+        self._pool = Http1Pool(url, connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s)
 
     async def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> JsonReply:
         """POST and read the whole answer within ``timeout_s``."""
-        return await StreamReply(await self._send(path, body, headers, self._timeout)).read()
+        data = json.dumps(body, ensure_ascii=False).encode()
+        status, content = await self._pool.post(path, data, headers, self.timeout_s)
+        return JsonReply(status, content)
 
     async def stream(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> StreamReply:
-        """POST and return once the answer's head has arrived; its body is read as it comes.
-        No total timeout (a long answer may stream for minutes): ``timeout_s`` bounds each
-        wait for the next bytes instead."""
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeout.connect, sock_read=self._timeout.total
-        )
-        return StreamReply(await self._send(path, body, headers, timeout))
-
-    async def _send(
-        self,
-        path: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
+        """POST and return once the answer's head has arrived (within ``timeout_s``); its body
+        is read as it comes. No total timeout (a long answer may stream for minutes):
+        ``timeout_s`` bounds each wait for the next bytes instead."""
         data = json.dumps(body, ensure_ascii=False).encode()
-        try:
-            return await self._get().post(
-                path,
-                data=data,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=timeout,
-            )
-        except TimeoutError as exc:
-            raise UpstreamTimeout(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(str(exc)) from exc
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        reply = await self._pool.open(path, data, headers, deadline)
+        return StreamReply(reply, self.timeout_s)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-            await asyncio.sleep(0)  # let the connector close its transports
+        await self._pool.close()
 
 
 class StreamReply:
     """An upstream answer being streamed (server-sent events)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status_code = response.status
+    def __init__(self, reply: Reply, read_timeout_s: float) -> None:
+        self._reply = reply
+        self._read_timeout_s = read_timeout_s
+        self.status_code = reply.status
 
     async def read(self) -> JsonReply:
         """The whole answer, and the connection back to the pool."""
-        try:
-            content = await self._response.read()
-        except TimeoutError as exc:
-            self._response.close()
-            raise UpstreamTimeout(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            self._response.close()
-            raise UpstreamUnreachable(str(exc)) from exc
-        self._response.release()
-        return JsonReply(self.status_code, content)
+        deadline = asyncio.get_running_loop().time() + self._read_timeout_s
+        return JsonReply(self.status_code, await self._reply.read(deadline))
 
     async def lines(self) -> AsyncIterator[str]:
         """The body's lines without their line ends, as they arrive (no line length limit:
         one event may carry a long tool call). :class:`UpstreamUnreachable` when the
         connection breaks or stalls past the timeout."""
         pending = b""
-        try:
-            async for chunk in self._response.content.iter_any():
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamUnreachable(str(exc)) from exc
+        async for chunk in self._reply.chunks(self._read_timeout_s):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.rstrip(b"\r").decode("utf-8", errors="replace")
         if pending:
             yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
 
     async def aclose(self) -> None:
-        """Done with the answer: a fully read one returns its connection to the pool; one
-        abandoned midway closes it, which tells the upstream to stop generating."""
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        """Done with the answer: a fully read one has already returned its connection to the
+        pool; one abandoned midway closes it, which tells the upstream to stop generating."""
+        self._reply.close()
 
 
 @dataclass(slots=True)
