@@ -192,6 +192,35 @@ async def test_an_answer_broken_off_is_unreachable(serve: Any, answer: bytes) ->
     assert not pool._idle and not pool._live  # nothing broken is kept
 
 
+async def test_an_interim_100_answer_is_skipped(serve: Any) -> None:
+    async def handler(reader: Any, writer: Any, server: Server) -> None:
+        while await server.read_request(reader):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _answer(b'{"ok": 1}'))
+            await writer.drain()
+
+    server, url = await serve(handler)
+    pool = _pool(url)
+    for _ in range(2):
+        assert await pool.post("/a", b"{}", {}, 5) == (200, b'{"ok": 1}')
+    assert server.connections == 1
+    await pool.close()
+
+
+async def test_a_connection_that_answers_twice_is_dropped(serve: Any) -> None:
+    async def handler(reader: Any, writer: Any, server: Server) -> None:
+        while await server.read_request(reader):
+            writer.write(_answer(b"1") + _answer(b"2"))  # one answer too many
+            await writer.drain()
+
+    server, url = await serve(handler)
+    pool = _pool(url)
+    assert await pool.post("/a", b"{}", {}, 5) == (200, b"1")
+    await asyncio.sleep(0.1)
+    assert await pool.post("/a", b"{}", {}, 5) == (200, b"1")  # not the stray "2"
+    assert server.connections == 2
+    await pool.close()
+
+
 async def test_an_answer_that_is_not_http_is_unreachable(serve: Any) -> None:
     async def handler(reader: Any, writer: Any, server: Server) -> None:
         await server.read_request(reader)

@@ -72,6 +72,7 @@ class Reply:
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._head_done = False
+        self._interim = False  # a 1xx answer ahead of the real one
         self._complete = False
         self._framed = False  # Content-Length or chunked; else the body ends with the connection
         self._error: UpstreamUnreachable | None = None
@@ -91,6 +92,9 @@ class Reply:
                 self._decoder = zlib.decompressobj()
 
     def _on_head(self, status: int) -> None:
+        if 100 <= status < 200:  # 100 Continue and the like: the answer proper follows
+            self._interim = True
+            return
         self.status = status
         self._head_done = True
         self._wake()
@@ -112,6 +116,10 @@ class Reply:
         self._wake()
 
     def _on_complete(self, keep_alive: bool) -> None:
+        if self._interim:
+            self._interim, self._framed, self._decoder = False, False, None
+            self.headers.clear()
+            return
         if self._decoder is not None:
             tail = self._decoder.flush()
             if tail:
@@ -224,6 +232,10 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.pool._live.add(self)
 
+    @property
+    def usable(self) -> bool:
+        return not self.lost and not self.transport.is_closing()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         reply, self.reply = self.reply, None
@@ -244,6 +256,10 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.reply is None:  # an answer to nothing: the connection is out of step
+            self.transport.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.reply is not None:
             self.reply._on_header(name, value)
@@ -314,7 +330,7 @@ class Http1Pool:
         now = loop.time()
         while self._idle:
             conn = self._idle.pop()
-            if conn.lost or conn.transport.is_closing():
+            if not conn.usable:
                 continue
             if now - conn.idle_since > self.keepalive_s:
                 conn.transport.close()  # it is the newest: the rest are older still
@@ -330,7 +346,7 @@ class Http1Pool:
                 if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
                     self._finished(waiter.result(), True)  # type: ignore[arg-type]
                 raise
-            if handed is not None and not handed.lost:
+            if handed is not None and handed.usable:
                 return handed
         self._connecting += 1
         try:
@@ -352,7 +368,7 @@ class Http1Pool:
 
     def _finished(self, conn: _Connection, keep_alive: bool) -> None:
         """An answer ended: the connection is free again (or closed)."""
-        if not keep_alive or conn.lost:
+        if not keep_alive or not conn.usable:
             conn.transport.close()
             return
         while self._waiting:
