@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -408,6 +409,56 @@ async def test_fast_path_answers_an_unexpected_error_with_a_500(
     assert r.json()["error"]["type"] == "server_error" and "secret" not in r.text
     after = REGISTRY.get_sample_value("llmflow_http_requests_total", labels)
     assert after == before + 2
+
+
+@pytest.mark.parametrize("client_gone", [False, True], ids=["written", "write failed"])
+async def test_a_call_is_accounted_once_its_answer_is_written(
+    api: httpx.AsyncClient, runtime: Any, client_gone: bool
+) -> None:
+    """The request counter, the usage row and the audit event of a successful call come
+    after the answer's last byte went out, and still come when writing it failed."""
+    from prometheus_client import REGISTRY
+
+    tenant = f"gw-settle-{int(client_gone)}"
+    h = await _key(runtime, tenant)
+    labels = {"model": "tiny-chat", "tenant": tenant, "status": "200"}
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("llmflow_gateway_requests_total", labels) or 0.0
+
+    body = json.dumps(chat("tiny-chat", "정산 순서")).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "root_path": "", "query_string": b"", "server": ("llmflow.test", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"host", b"llmflow.test"), (b"content-type", b"application/json"),
+                    (b"authorization", h["Authorization"].encode())],
+    }  # fmt: skip
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+    seen: list[tuple[str, float]] = []
+
+    async def receive() -> dict[str, Any]:
+        return requests.pop(0) if requests else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append((message["type"], counted()))
+        if client_gone and message["type"] == "http.response.body":
+            raise OSError("the client went away")
+
+    app = api._transport.app  # type: ignore[attr-defined]
+    if client_gone:
+        with pytest.raises(OSError):
+            await app(scope, receive, send)
+    else:
+        await app(scope, receive, send)
+    assert [t for t, _ in seen] == ["http.response.start", "http.response.body"]
+    assert all(n == 0 for _, n in seen)  # nothing was accounted before the answer went out
+    assert counted() == 1
+    gateway = await runtime.gateway()
+    await gateway.ledger.flush()
+    rows = await gateway.ledger.report(tenant, datetime.now(UTC) - timedelta(hours=1))
+    assert sum(r["requests"] for r in rows) == 1
 
 
 def test_fast_route_picks_only_the_proxy_posts() -> None:

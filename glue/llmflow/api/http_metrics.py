@@ -7,14 +7,16 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmflow.observability.metrics import child
+
 REQUESTS = Counter("llmflow_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("llmflow_http_request_seconds", "HTTP request latency", ["route", "method"])
 
 
 def observe(route: str, method: str, status: int, start: float) -> None:
     """Count one answered request; ``start`` is its ``time.perf_counter()`` on arrival."""
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(time.perf_counter() - start)
+    child(REQUESTS, route, method, str(status)).inc()
+    child(LATENCY, route, method).observe(time.perf_counter() - start)
 
 
 class HttpMetrics:

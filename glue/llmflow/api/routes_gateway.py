@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
@@ -89,6 +90,22 @@ class _UpstreamStream(StreamingResponse):
                     await iterator.aclose()
 
 
+class _AnswerThenAccount(JSONResponse):
+    """A call's answer, whose accounting (:meth:`CallContext.settle`) runs once the answer
+    is written — also when writing it fails or is cancelled. Metrics, the usage row and the
+    audit event took ~0.1 ms in front of every answer (docs/gateway.md, "Measuring")."""
+
+    def __init__(self, content: Any, settle: Callable[[], None]) -> None:
+        super().__init__(content)
+        self._settle = settle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._settle()
+
+
 def _error(exc: GatewayRequestError | UpstreamError) -> JSONResponse:
     headers = exc.headers if isinstance(exc, GatewayRequestError) else None
     return JSONResponse(exc.body, status_code=exc.status, headers=headers)
@@ -130,7 +147,8 @@ async def _proxy(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return JSONResponse(await gateway.call(ctx, path, body))
+        ctx.settle_after_reply = True
+        return _AnswerThenAccount(await gateway.call(ctx, path, body), ctx.settle)
     except (GatewayRequestError, UpstreamError) as exc:
         return _error(exc)
     except LLMFlowError as exc:  # policy (403), audit (503): still in OpenAI's shape

@@ -13,6 +13,7 @@ quota, PII guard and accounting apply to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from llmflow.gateway.upstream import (
     openai_error,
 )
 from llmflow.gateway.usage import UsageLedger, UsageRecord
+from llmflow.observability.metrics import child
 
 if TYPE_CHECKING:
     from llmflow.auth.principal import Principal
@@ -86,6 +88,18 @@ class CallContext:
     """The answer's text, kept only when observers want it (traces)."""
     pii: dict[str, int] = field(default_factory=dict)
     """Personal data found in the prompt: count per entity type."""
+    settle_after_reply: bool = False
+    """The caller writes the answer first and then calls :meth:`settle` (the API's proxy
+    routes): a successful non-streaming call's accounting — metrics, usage row, audit event
+    — then happens after the answer's bytes are on their way, not in front of them."""
+    pending: Callable[[], None] | None = None
+    """The accounting :meth:`settle` still owes."""
+
+    def settle(self) -> None:
+        """Account a call whose accounting was left for after the reply (once)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
 
 
 class GatewayService:
@@ -223,6 +237,7 @@ class GatewayService:
             return await self._call_inprocess(ctx, body)
         status, code = 200, None
         prompt_tokens = completion_tokens = 0
+        answered = False
         try:
             route, backend, response = await self._send(ctx, path, body)
             ctx.backend, ctx.route = backend.url, route  # a fallback answers as itself
@@ -243,12 +258,18 @@ class GatewayService:
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
                 }
+            answered = True
             return answer
         except UpstreamError as exc:
             status, code = exc.status, exc.code
             raise
         finally:
-            self._account(ctx, status, code, prompt_tokens, completion_tokens, stream=False)
+            if answered and ctx.settle_after_reply:
+                ctx.pending = functools.partial(
+                    self._account, ctx, status, code, prompt_tokens, completion_tokens, False
+                )
+            else:
+                self._account(ctx, status, code, prompt_tokens, completion_tokens, stream=False)
 
     async def stream(
         self, ctx: CallContext, path: str, body: dict[str, Any]
@@ -586,12 +607,12 @@ class GatewayService:
     ) -> None:
         tenant, model = ctx.principal.tenant_id, ctx.route.name
         elapsed = time.perf_counter() - ctx.started
-        metrics.REQUESTS.labels(model, tenant, str(status)).inc()
-        metrics.LATENCY.labels(model, str(stream).lower()).observe(elapsed)
+        child(metrics.REQUESTS, model, tenant, str(status)).inc()
+        child(metrics.LATENCY, model, "true" if stream else "false").observe(elapsed)
         if prompt_tokens:
-            metrics.TOKENS.labels(tenant, model, "prompt").inc(prompt_tokens)
+            child(metrics.TOKENS, tenant, model, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            metrics.TOKENS.labels(tenant, model, "completion").inc(completion_tokens)
+            child(metrics.TOKENS, tenant, model, "completion").inc(completion_tokens)
         if self.ledger is not None:
             self.ledger.record(
                 UsageRecord(
