@@ -344,6 +344,27 @@ async def test_a_big_stream_pauses_reading_and_arrives_whole(serve: Any) -> None
     assert reply.at_eof and len(pool._idle) == 1  # back in the pool, reading again
 
 
+async def test_a_big_whole_answer_is_read_without_pausing(serve: Any) -> None:
+    """Flow control is for streams: an embeddings answer of megabytes is read whole, also
+    after its head was opened as a stream (an error body)."""
+    big = b'{"data": "' + b"7" * (3 * HIGH_WATER) + b'"}'
+
+    async def handler(reader: Any, writer: Any, server: Server) -> None:
+        while await server.read_request(reader):
+            writer.write(_answer(big))
+            await writer.drain()
+
+    _, url = await serve(handler)
+    pool = _pool(url)
+    assert await pool.post("/a", b"{}", {}, 5) == (200, big)
+    reply = await pool.open("/a", b"{}", {}, None)
+    await asyncio.sleep(0.3)
+    assert reply._paused  # opened as a stream and not read: paused
+    loop = asyncio.get_running_loop()
+    assert await reply.read(loop.time() + 5) == big
+    await pool.close()
+
+
 async def test_the_connection_limit_queues_calls(serve: Any) -> None:
     async def handler(reader: Any, writer: Any, server: Server) -> None:
         while await server.read_request(reader):

@@ -13,7 +13,9 @@ llhttp's; this module adds what a proxy to a handful of known backends needs and
   for more bytes of a streamed one (:meth:`Reply.chunks`);
 * TLS for ``https`` backends (the system's trust store, ``SSL_CERT_FILE`` honoured), a path
   prefix in the backend URL, ``gzip``/``deflate`` bodies should a backend send them unasked;
-* a streamed body is buffered up to 256 KiB before reading from the socket pauses;
+* a streamed body (:meth:`Reply.chunks`) is buffered up to 256 KiB before reading from the
+  socket pauses; a whole answer (:meth:`Reply.read`, :meth:`Http1Pool.post`) is read as
+  fast as it comes;
 * a request that is cancelled, times out, or is abandoned before its answer ended closes its
   connection, which is how a backend learns that nobody waits for the rest (vLLM then stops
   generating).
@@ -70,6 +72,7 @@ class Reply:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
+        self._bounded = True  # pause reading past HIGH_WATER (off once read() wants it all)
         self._waiter: asyncio.Future[None] | None = None
         self._head_done = False
         self._interim = False  # a 1xx answer ahead of the real one
@@ -110,7 +113,12 @@ class Reply:
             self._chunks.append(data)
             self._buffered += len(data)
             conn = self._conn
-            if self._buffered > HIGH_WATER and not self._paused and conn is not None:
+            if (
+                self._bounded
+                and self._buffered > HIGH_WATER
+                and not self._paused
+                and conn is not None
+            ):
                 self._paused = True
                 conn.transport.pause_reading()
         self._wake()
@@ -179,6 +187,11 @@ class Reply:
 
     async def read(self, deadline: float | None) -> bytes:
         """The whole body (the connection then goes back to the pool)."""
+        self._bounded = False  # all of it is wanted at once: no flow control
+        conn = self._conn
+        if self._paused and conn is not None:
+            self._paused = False
+            conn.transport.resume_reading()
         await self._wait_until(lambda: self._complete, deadline)
         body = b"".join(self._chunks)
         self._chunks.clear()
