@@ -18,9 +18,7 @@ with it. Stored objects are served to `GET` too; every apply is recorded in `app
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.server
-import ipaddress
 import json
 import ssl
 import threading
@@ -32,10 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_material import tls_material
 
 TOKEN = "test-installer-token"
 
@@ -187,51 +182,6 @@ def _parse_object_path(path: str) -> tuple[str, str, str | None, str] | None:
     return None
 
 
-def _tls_material(root: Path) -> tuple[Path, Path, str]:
-    """A CA and a server certificate for 127.0.0.1 signed by it."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    cert_file = root / "apiserver.pem"
-    key_file = root / "apiserver.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file, ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
 @dataclass
 class FakeKubeAPI:
     """HTTPS server answering GETs from `routes` (path -> object or callable)."""
@@ -251,7 +201,7 @@ class FakeKubeAPI:
         return f"https://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> FakeKubeAPI:
-        cert, key, self.ca_pem = _tls_material(self.root)
+        cert, key, self.ca_pem = tls_material(self.root, "kube-apiserver")
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -5,9 +5,7 @@ break off, timeouts, cancellation, gzip, the connection limit, TLS."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gzip
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_material import tls_material
 
 from llmflow.gateway.http1 import (
     HIGH_WATER,
@@ -391,39 +390,9 @@ def test_header_injection_and_bad_urls_are_refused() -> None:
 
 
 async def test_https_backends_are_reached_over_tls(serve: Any, tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmflow-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    hour = datetime.timedelta(hours=1)
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - hour)
-        .not_valid_after(now + hour)
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file, ca_pem = tls_material(tmp_path, "backend")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server_ctx.load_cert_chain(cert_file, key_file)
 
     async def handler(reader: Any, writer: Any, server: Server) -> None:
         await server.read_request(reader)
@@ -433,5 +402,5 @@ async def test_https_backends_are_reached_over_tls(serve: Any, tmp_path: Path) -
     _, url = await serve(handler, server_ctx)
     with pytest.raises(UpstreamUnreachable):  # not trusted by the system store
         await _pool(url).post("/a", b"{}", {}, 5)
-    trusted = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    trusted = ssl.create_default_context(cadata=ca_pem)
     assert await _pool(url, ssl_context=trusted).post("/a", b"{}", {}, 5) == (200, b'{"tls": true}')
